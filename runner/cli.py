@@ -1,0 +1,126 @@
+"""The ``echo-run`` command: compose and validate the config, claim the run directory, train.
+
+Exit status: 0 done; 1 a run diverged or failed; 2 bad input (nothing was changed); 143 stopped by
+a signal after writing a checkpoint (re-run the same command to continue).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .schema import ConfigError, register, validate
+from .summary import config_hash
+
+register()
+_state = {"started": False, "failed": []}
+
+
+def fail(msg: str, code: int = 2) -> None:
+    print(f"echo-run: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:
+    """'new', 'resume' or 'done' for this run directory; ConfigError if it holds something else.
+    A new directory gets ``.hydra/config.yaml`` (the resolved config) and ``overrides.yaml``."""
+    entries = [p for p in run_dir.iterdir()] if run_dir.exists() else []
+    if entries:
+        stored = run_dir / ".hydra" / "config.yaml"
+        if cfg.resume == "never":
+            raise ConfigError(f"the run directory {run_dir} already holds files and resume=never. Choose "
+                              "another directory (hydra.run.dir=...) or drop resume=never to continue that run.")
+        if not stored.exists():
+            raise ConfigError(f"the run directory {run_dir} holds files that are not an echo-run run. "
+                              "Choose an empty or new directory with hydra.run.dir=...")
+        mine = config_hash(OmegaConf.to_container(cfg, resolve=True))
+        theirs = config_hash(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
+        if mine != theirs:
+            raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
+                              f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
+                              "exact command to continue it, or choose another directory with hydra.run.dir=...")
+        summary = run_dir / "summary.json"
+        if summary.exists() and _complete(summary):
+            return "done"
+        return "resume"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
+    try:
+        OmegaConf.save(HydraConfig.get().overrides.task, run_dir / ".hydra" / "overrides.yaml")
+    except ValueError:  # composed outside @hydra.main (tests)
+        pass
+    return "new"
+
+
+def _complete(summary: Path) -> bool:
+    import json
+
+    return json.loads(summary.read_text()).get("status") in ("complete", "diverged")
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    try:
+        if run_dir.exists() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
+    _state["started"] = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from .train import Preempted
+
+    try:
+        validate(cfg)
+        how = claim_run_dir(cfg, run_dir)
+    except ConfigError as e:
+        _remove_if_empty(run_dir)
+        fail(str(e))
+    if how == "done":
+        print(f"echo-run: {run_dir} already holds this run, complete; nothing to do.", file=sys.stderr)
+        return
+    try:
+        if cfg.launcher.name == "torchrun":
+            from .launch import torchrun
+
+            summary = torchrun(cfg, run_dir)
+        else:
+            from .train import run
+
+            summary = run(cfg, run_dir)
+    except ConfigError as e:
+        fail(str(e))
+    except Preempted as e:
+        fail(str(e), 143)
+    if summary is not None and summary.get("status") != "complete":
+        print(f"echo-run: run in {run_dir} ended {summary.get('status')}; see its summary.json", file=sys.stderr)
+        _state["failed"].append(str(run_dir))
+    elif summary is not None:
+        print(f"echo-run: records in {run_dir}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:
+        if e.code == 1 and not _state["started"]:
+            # Hydra refused the command line (unknown key or option, wrong type) before any run began.
+            print("echo-run: error: the command line was refused (see the reason above); "
+                  "`echo-run --help` lists every group, option and value.", file=sys.stderr)
+            sys.exit(2)
+        raise
+    if _state["failed"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

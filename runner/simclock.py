@@ -1,0 +1,60 @@
+"""A deterministic simulated clock (``sim_s``) from a hardware profile.
+
+The pipeline loads batches one after another, each in ``batch_size * load_s_per_example / workers``
+seconds, and may run at most ``prefetch`` batches ahead of the trainer; it works while the trainer
+computes. A training step takes ``step_s``; a communication round ``latency + bytes / bandwidth``.
+Only counts enter, so the same command gives the same ``sim_s`` on any machine.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Optional
+
+
+class SimClock:
+    def __init__(self, batch_load_s: float, step_s: float, prefetch: int = 2, comm_latency_s: float = 0.0,
+                 comm_bandwidth_Bps: Optional[float] = None):
+        self.batch_load_s, self.step_s, self.prefetch = batch_load_s, step_s, prefetch
+        self.latency, self.bandwidth = comm_latency_s, comm_bandwidth_Bps
+        self.t = 0.0  # the trainer's time
+        self.idle_s = 0.0
+        self.last_finish = 0.0  # when the pipeline finished its last batch
+        self.consumed: deque = deque(maxlen=prefetch)  # when the last `prefetch` batches were taken
+
+    def _next_finish(self) -> float:
+        # The next batch starts when the pipeline is free and the prefetch buffer has room.
+        room = self.consumed[0] if len(self.consumed) == self.prefetch else 0.0
+        return max(self.last_finish, room) + self.batch_load_s
+
+    def ready(self) -> bool:
+        """Is a fresh batch waiting at the trainer's current time?"""
+        return self._next_finish() <= self.t + 1e-12
+
+    def load(self) -> None:
+        """Take the next fresh batch, waiting for it if it is not ready."""
+        finish = self._next_finish()
+        if finish > self.t:
+            self.idle_s += finish - self.t
+            self.t = finish
+        self.last_finish = finish
+        self.consumed.append(self.t)
+
+    def step(self) -> None:
+        self.t += self.step_s
+
+    def comm(self, nbytes: int) -> None:
+        self.t += self.latency + (nbytes / self.bandwidth if self.bandwidth else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "idle_s": self.idle_s, "last_finish": self.last_finish, "consumed": list(self.consumed)}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.t, self.idle_s, self.last_finish = st["t"], st["idle_s"], st["last_finish"]
+        self.consumed = deque(st["consumed"], maxlen=self.prefetch)
+
+
+def from_config(h, batch_size: int) -> Optional[SimClock]:
+    if h.name == "none":
+        return None
+    return SimClock(batch_size * h.load_s_per_example / h.workers, h.step_s, h.prefetch,
+                    h.comm_latency_s, h.comm_bandwidth_Bps)

@@ -1,0 +1,97 @@
+"""The end-of-run summary: final metrics, time to target, and what produced them."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from .metrics import read_jsonl
+
+# Options that change how a run is watched or launched, not what it computes.
+_NOT_HASHED = ("resume", "logger", "name")
+_NOT_HASHED_LAUNCHER = ("dry_run", "max_restarts", "rdzv_endpoint", "rdzv_id", "rdzv_backend")
+
+
+def config_hash(resolved: dict) -> str:
+    d = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
+    if "launcher" in d:
+        d["launcher"] = {k: v for k, v in d["launcher"].items() if k not in _NOT_HASHED_LAUNCHER}
+    d.pop("checkpoint", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_revision() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import torchvision
+
+        v["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    v["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    v["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return v
+
+
+def reached(value, target: float, mode: str) -> bool:
+    if not isinstance(value, (int, float)):
+        return False
+    return value >= target if mode == "max" else value <= target
+
+
+def time_to_target(records: list, metric: str, target: Optional[float], mode: str) -> Optional[dict]:
+    """The clocks of the first record whose ``metric`` reached ``target`` (None if none did)."""
+    if target is None:
+        return None
+    for r in records:
+        if reached(r.get(metric), target, mode):
+            return {k: r.get(k) for k in ("example_loads", "step", "epoch", "wall_s", "sim_s")}
+    return None
+
+
+def make_summary(cfg, resolved: dict, run_dir: Path, status: str, chash: str, world: int) -> dict:
+    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    final = records[-1] if records else {}
+    t = cfg.target
+    return {
+        "status": status,
+        "final": final,
+        "target": {"metric": t.metric, "value": t.value, "mode": t.mode,
+                   "reached": time_to_target(records, t.metric, t.value, t.mode)},
+        "records": len(records),
+        "config_hash": chash,
+        "method": method_label(resolved),
+        "world_size": world,
+        "git_revision": git_revision(),
+        "versions": versions(),
+    }
+
+
+def method_label(resolved: dict) -> str:
+    """A short name for the echoing and communication method, used to group runs in reports."""
+    e, s = resolved["echo"], resolved["schedule"]
+    if e["policy"] == "stochastic":
+        label = "sgd" if s["name"] == "none" else s["name"] if s["name"] != "constant" else f"constant(p={s['p']})"
+    elif e["policy"] in ("batch", "example"):
+        label = f"{e['policy']}(e={e['factor']})"
+    else:
+        label = "adaptive"
+    c = resolved.get("comm", {})
+    if c.get("name", "none") != "none":
+        label += f"+{c['name']}"
+    return label
