@@ -1,0 +1,62 @@
+"""Shared fixtures: compose the real config (as the CLI does) and run it small, in-process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from runner.cli import CONF_DIR
+from runner.schema import register, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_RUN = [sys.executable, "-m", "runner.cli"]
+# Fields measured on the wall clock; everything else in a record is deterministic.
+WALL_FIELDS = {"wall_s", "eval_s", "real_idle_s"}
+
+register()
+
+
+def make_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["logger.progress=false", "train.threads=1", *overrides])
+    validate(cfg)
+    return cfg
+
+
+def run_inproc(tmp: Path, *overrides: str) -> tuple[list, dict]:
+    """Train in this process into ``tmp``; returns (records, summary)."""
+    from runner.cli import claim_run_dir
+    from runner.train import run
+
+    cfg = make_cfg(*overrides)
+    claim_run_dir(cfg, Path(tmp))
+    summary = run(cfg, Path(tmp))
+    return read_records(tmp), summary
+
+
+def read_records(run_dir: Path) -> list:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_wall(records: list) -> list:
+    return [{k: v for k, v in r.items() if k not in WALL_FIELDS} for r in records]
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run echo-run as a subprocess (as a user would), with progress bars off."""
+    e = dict(os.environ, **(env or {}))
+    e.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([*ECHO_RUN, "logger.progress=false", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture
+def small_digits() -> tuple:
+    """Overrides for a digits run of a few seconds."""
+    return ("budget.example_loads=960", "eval.every_loads=320")

@@ -1,0 +1,42 @@
+import math
+
+import pytest
+
+from runner import schedules as S
+from tests.conftest import make_cfg
+
+
+@pytest.mark.parametrize("sched, expect", [
+    (S.none(), (1.0, 1.0, 1.0)),
+    (S.constant(0.25), (0.25, 0.25, 0.25)),
+    (S.cosine(1.0, 0.1), (1.0, 0.55, 0.1)),
+    (S.linear(0.8, 0.2), (0.8, 0.5, 0.2)),
+    # milestones at 0.5 and 0.75: u=0.5 has passed the first one
+    (S.step(1.0, 0.5, [0.5, 0.75]), (1.0, 0.5, 0.25)),
+])
+def test_schedule_values_at_0_half_1(sched, expect):
+    got = tuple(sched(u) for u in (0.0, 0.5, 1.0))
+    assert got == pytest.approx(expect, abs=1e-12)
+
+
+def test_cosine_is_monotone_and_clipped():
+    f = S.cosine(0.9, 0.2)
+    vals = [f(i / 100) for i in range(101)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    assert f(-1) == pytest.approx(0.9) and f(2) == pytest.approx(0.2)
+
+
+def test_from_config_matches_each_yaml():
+    for name, u, want in [("none", 0.3, 1.0), ("constant", 0.3, 0.5), ("cosine", 1.0, 0.1),
+                          ("linear", 0.5, 0.55), ("step", 0.8, 0.25)]:
+        cfg = make_cfg(f"schedule={name}")
+        assert S.from_config(cfg.schedule)(u) == pytest.approx(want)
+
+
+def test_lr_schedule_with_warmup():
+    cfg = make_cfg("optim.lr=0.2", "optim.warmup=0.1", "optim.lr_schedule=cosine")
+    assert S.lr_at(cfg.optim, 0.05) == pytest.approx(0.1)
+    assert S.lr_at(cfg.optim, 0.1) == pytest.approx(0.2)
+    assert S.lr_at(cfg.optim, 0.55) == pytest.approx(0.1)
+    assert S.lr_at(cfg.optim, 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert math.isclose(S.lr_at(make_cfg("optim.lr_schedule=constant").optim, 0.7), 0.05)
