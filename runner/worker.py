@@ -1,0 +1,40 @@
+"""The worker that torchrun starts on every rank: ``python -m runner.worker <run_dir>/.hydra/config.yaml``.
+
+It reads the resolved config that the ``echo-run`` process wrote once and trains in that run
+directory; it never composes the config again, so every rank (and every restart) runs exactly
+what the user asked for. Run alone (no ``RANK`` in the environment) it trains as one process.
+Exit status: 0 done (the summary says complete or diverged); 143 stopped by a signal after writing a
+checkpoint (torchrun's ``--max-restarts`` then restarts it, and it resumes); other: an error.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from torch.distributed.elastic.multiprocessing.errors import record
+
+
+@record  # torchrun's failure summary then shows this rank's traceback as the root cause
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1 or not Path(args[0]).is_file():
+        print("usage: python -m runner.worker <run_dir>/.hydra/config.yaml (a config written by echo-run)",
+              file=sys.stderr)
+        return 2
+    from . import dist
+    from .train import Preempted, run
+
+    path = Path(args[0]).resolve()
+    cfg = OmegaConf.load(path)
+    try:
+        run(cfg, path.parent.parent)
+    except Preempted as e:
+        print(f"echo-run worker: {e}", file=sys.stderr)
+        return 143
+    dist.shutdown()  # only after success: a dead peer could make the teardown wait
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
