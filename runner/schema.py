@@ -100,7 +100,7 @@ class TargetConfig:
 class PipelineConfig:
     examples_per_s: Optional[float] = None  # slow the real pipeline to this rate (per rank)
     prefetch: int = 2  # batches produced ahead of the trainer
-    background: bool = False  # produce batches in a background thread
+    background: Optional[bool] = None  # a producer thread; None: on when examples_per_s is set
 
 
 @dataclass
@@ -109,6 +109,7 @@ class HardwareConfig:
     load_s_per_example: Optional[float] = None  # per worker
     workers: int = 1
     step_s: Optional[float] = None
+    ratio: Optional[float] = None  # loading one batch takes `ratio` step-times; wins over load_s_per_example
     prefetch: int = 2
     comm_latency_s: float = 0.0
     comm_bandwidth_Bps: Optional[float] = None
@@ -265,14 +266,20 @@ def validate(cfg: DictConfig) -> None:
     _pos("pipeline.prefetch", p.prefetch)
     h = cfg.hardware
     if h.name != "none":
-        _check(h.load_s_per_example is not None and h.load_s_per_example >= 0,
-               "hardware.load_s_per_example", h.load_s_per_example, "0 or more seconds")
+        _check(h.load_s_per_example is not None or h.ratio is not None, "hardware.load_s_per_example", None,
+               "set, or hardware.ratio set (the time to load one batch in step-times)")
+        if h.ratio is None:
+            _check(h.load_s_per_example >= 0, "hardware.load_s_per_example", h.load_s_per_example,
+                   "0 or more seconds")
+        else:
+            _check(math.isfinite(h.ratio) and h.ratio >= 0, "hardware.ratio", h.ratio, "0 or more")
         _pos("hardware.step_s", h.step_s)
         _pos("hardware.workers", h.workers)
         _pos("hardware.prefetch", h.prefetch)
         _check(h.comm_latency_s >= 0, "hardware.comm_latency_s", h.comm_latency_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
-    if e.policy == "adaptive" and h.name == "none" and not p.background:
+    background = p.background if p.background is not None else p.examples_per_s is not None
+    if e.policy == "adaptive" and h.name == "none" and not background:
         raise ConfigError(
             "echo=adaptive needs something that tells when a fresh batch is ready: choose a hardware "
             "profile (hardware=gpu_nvme, ...) for the simulated clock, or set pipeline.background=true "

@@ -163,7 +163,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                "sim_s": clock.t if clock else None, "idle_s": clock.idle_s if clock else idle,
                "real_idle_s": idle, "lr": lr_at(cfg.optim, min(u, 1.0)), "p_load": last_p,
                "train_loss": c.loss_sum / c.loss_n if c.loss_n else None,
-               "comm_rounds": comm.rounds, "comm_bytes": comm.bytes, "world_size": ctx.world}
+               "comm_rounds": comm.rounds, "comm_bytes": comm.bytes, "sync_rounds": comm.sync_rounds,
+               "world_size": ctx.world}
         if ctx.is_main:
             rec.update(evaluate(model, splits.test, splits.task, dev, cfg.eval.batch_size, amp))
         c.eval_s += time.perf_counter() - t0
@@ -244,9 +245,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         bar.close()
         for sig, h in old.items():
             signal.signal(sig, h)
+    from .metrics import write_json
+
+    write_json(run_dir / f"rank{ctx.rank}.json", comm.report())  # decision hash, checksums, counts
     summary = make_summary(cfg, resolved, run_dir, status, chash, ctx.world)
     if ctx.is_main:
-        from .metrics import write_json
         write_json(run_dir / "summary.json", summary)
     for s in sinks:
         s.close()
