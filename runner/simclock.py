@@ -1,8 +1,11 @@
 """A deterministic simulated clock (``sim_s``) from a hardware profile.
 
 The pipeline loads batches one after another, each in ``batch_size * load_s_per_example / workers``
-seconds, and may run at most ``prefetch`` batches ahead of the trainer; it works while the trainer
-computes. A training step takes ``step_s``; a communication round ``latency + bytes / bandwidth``.
+seconds (or ``ratio`` step-times), and may run at most ``prefetch`` batches ahead of the trainer: batch
+n starts once batch n - prefetch was taken. It works while the trainer computes, so with loading
+R step-times per batch plain SGD spends R step-times per fresh batch (R >= 1) and ``echo=adaptive``
+takes R steps per fresh batch. A training step takes ``step_s``; a communication round
+``latency + bytes / bandwidth``.
 Only counts enter, so the same command gives the same ``sim_s`` on any machine.
 """
 from __future__ import annotations
@@ -28,7 +31,8 @@ class SimClock:
 
     def ready(self) -> bool:
         """Is a fresh batch waiting at the trainer's current time?"""
-        return self._next_finish() <= self.t + 1e-12
+        # The relative slack absorbs rounding between two sums of the same durations (ratio 1).
+        return self._next_finish() <= self.t * (1 + 1e-12) + 1e-12
 
     def load(self) -> None:
         """Take the next fresh batch, waiting for it if it is not ready."""
@@ -53,8 +57,14 @@ class SimClock:
         self.consumed = deque(st["consumed"], maxlen=self.prefetch)
 
 
+def batch_load_s(h, batch_size: int) -> float:
+    """Seconds to load one batch: ``ratio`` step-times when given, else from the per-example time."""
+    if getattr(h, "ratio", None) is not None:
+        return h.ratio * h.step_s
+    return batch_size * h.load_s_per_example / h.workers
+
+
 def from_config(h, batch_size: int) -> Optional[SimClock]:
     if h.name == "none":
         return None
-    return SimClock(batch_size * h.load_s_per_example / h.workers, h.step_s, h.prefetch,
-                    h.comm_latency_s, h.comm_bandwidth_Bps)
+    return SimClock(batch_load_s(h, batch_size), h.step_s, h.prefetch, h.comm_latency_s, h.comm_bandwidth_Bps)

@@ -104,7 +104,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
     B = cfg.data.batch_size
-    source = pipeline.BatchSource(splits.train, B, cfg.seed, ctx.rank, ctx.world, cfg.pipeline.examples_per_s)
+    source = pipeline.from_config(cfg.pipeline, splits.train, B, cfg.seed, ctx.rank, ctx.world)
     clock = simclock.from_config(cfg.hardware, B)
     dev = ctx.device
     transfer = lambda b: [t.to(dev, non_blocking=True) for t in b]
@@ -243,6 +243,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         status = "diverged"
     finally:
         bar.close()
+        source.close()  # stop a background producer
         for sig, h in old.items():
             signal.signal(sig, h)
     from .metrics import write_json

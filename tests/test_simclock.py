@@ -1,0 +1,106 @@
+"""The simulated clock: R step-times per batch load -> R steps per fresh batch under adaptive echoing,
+R step-times per fresh batch under plain SGD, deterministic sim_s, profiles that validate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.schema import ConfigError
+from runner.simclock import SimClock, from_config
+
+from .conftest import make_cfg, run_inproc, without_wall
+
+
+def adaptive_steps(clock: SimClock, steps: int) -> list:
+    """Drive the clock as the loop does under echo=adaptive; returns the steps that loaded."""
+    loads = []
+    for t in range(steps):
+        if t == 0 or clock.ready():
+            clock.load()
+            loads.append(t)
+        clock.step()
+    return loads
+
+
+@pytest.mark.parametrize("R", [1, 2, 3, 4, 8, 16, 2.5])
+def test_adaptive_takes_R_steps_per_fresh_batch(R):
+    clock = SimClock(batch_load_s=R * 0.01, step_s=0.01, prefetch=2)
+    loads = adaptive_steps(clock, 400)
+    gaps = [b - a for a, b in zip(loads, loads[1:])]
+    # Integer R: exactly R steps per batch; fractional R alternates between floor and ceil.
+    assert min(gaps) >= int(R) and max(gaps) <= int(R) + (R != int(R))
+    assert abs(400 / len(loads) - R) <= 1
+    assert clock.idle_s == pytest.approx(R * 0.01)  # only the first batch is waited for
+
+
+@pytest.mark.parametrize("R", [1, 2, 4, 8])
+def test_plain_sgd_spends_R_step_times_per_fresh_batch(R):
+    clock = SimClock(batch_load_s=R * 0.01, step_s=0.01, prefetch=2)
+    n = 200
+    for _ in range(n):
+        clock.load()
+        clock.step()
+    # The first batch is loaded while the trainer waits, then one every R step-times; the last step
+    # adds one step-time.
+    assert clock.t == pytest.approx(n * R * 0.01 + 0.01)
+    assert clock.idle_s == pytest.approx(clock.t - n * 0.01)
+
+
+def test_fast_loader_is_bounded_by_prefetch_and_never_idles():
+    clock = SimClock(batch_load_s=0.001, step_s=0.01, prefetch=3)
+    for _ in range(50):
+        clock.load()
+        clock.step()
+    assert clock.idle_s == pytest.approx(0.001)  # the first batch only
+    assert clock.t == pytest.approx(0.001 + 50 * 0.01)
+    # The pipeline never runs more than `prefetch` batches ahead of the trainer.
+    assert clock._next_finish() - clock.t <= 0.001 + 1e-12
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = SimClock(batch_load_s=0.03, step_s=0.01, prefetch=2, comm_latency_s=0.001, comm_bandwidth_Bps=1e6)
+    adaptive_steps(a, 37)
+    a.comm(1000)
+    b = SimClock(batch_load_s=0.03, step_s=0.01, prefetch=2, comm_latency_s=0.001, comm_bandwidth_Bps=1e6)
+    b.load_state_dict(a.state_dict())
+    assert adaptive_steps(a, 50) == adaptive_steps(b, 50)
+    assert (a.t, a.idle_s) == (b.t, b.idle_s)
+    assert a.t > 0.5
+
+
+@pytest.mark.parametrize("name,R", [("ratio", 4.0), ("gpu_nvme", 256 * 0.004 / 12 / 0.1),
+                                    ("gpu_network_storage", 256 * 0.02 / 12 / 0.1),
+                                    ("h100_few_cpus", 256 * 0.004 / 4 / 0.05)])
+def test_profiles_compose_and_give_their_ratio(name, R):
+    cfg = make_cfg(f"hardware={name}", "data.batch_size=256")
+    clock = from_config(cfg.hardware, 256)
+    assert clock.batch_load_s / clock.step_s == pytest.approx(R)
+
+
+def test_ratio_overrides_a_profile_and_bad_values_are_refused():
+    cfg = make_cfg("hardware=gpu_nvme", "hardware.ratio=8")
+    assert from_config(cfg.hardware, 32).batch_load_s == pytest.approx(0.8)
+    for bad in (["hardware.ratio=-1"], ["hardware.step_s=0"], ["hardware.ratio=null"]):
+        with pytest.raises(ConfigError):
+            make_cfg("hardware=ratio", *bad)
+
+
+def test_runs_on_a_profile_follow_the_model_and_are_deterministic(tmp_path: Path):
+    """End to end on digits: R = 4 step-times per batch."""
+    common = ("hardware=ratio", "hardware.ratio=4", "eval.every_loads=320")
+    recs, _ = run_inproc(tmp_path / "a", "echo=adaptive", "budget.steps=80", *common)
+    last = recs[-1]
+    batches = last["example_loads"] / 32
+    assert abs(last["step"] / batches - 4) <= 1
+    assert last["idle_s"] == pytest.approx(0.04)  # the first batch only
+    assert last["sim_s"] == pytest.approx(80 * 0.01 + 0.04)
+    again, _ = run_inproc(tmp_path / "b", "echo=adaptive", "budget.steps=80", *common)
+    assert without_wall(again) == without_wall(recs)  # sim_s, decisions and metrics identical
+
+    sgd, _ = run_inproc(tmp_path / "c", "schedule=none", "budget.steps=40", *common)
+    last = sgd[-1]
+    batches = last["example_loads"] / 32
+    assert batches == 40
+    assert (last["sim_s"] - 0.01) / batches == pytest.approx(4 * 0.01)
+    assert last["idle_s"] > 0.3  # waiting 3 step-times for each batch
