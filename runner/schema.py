@@ -36,6 +36,7 @@ class DataConfig:
     split_seed: int = 0  # the train/test split is fixed by this seed, not by the run's seed
     block_size: int = 64  # language modelling: tokens per example
     vocab_size: int = 1024  # language modelling: BPE vocabulary trained on first use
+    tokenizer: str = "gpt2"  # wikitext2: a directory with GPT-2's tokenizer files, or a hub name
     num_workers: int = 0  # DataLoader workers for data sets that decode or augment
     augment: bool = False
     augment_on_echo: bool = False  # re-augment an echoed batch (Choi et al.'s "before augmentation")
@@ -211,19 +212,17 @@ def _choice(key: str, v: str, choices: tuple) -> None:
 
 
 def validate_schedule(prefix: str, s: Any) -> None:
+    # Every field is checked, used by the chosen schedule or not: a bad value is a mistake either way.
     _choice(f"{prefix}.name", s.name, SCHEDULES)
-    if s.name == "constant":
-        _prob(f"{prefix}.p", s.p)
-    if s.name in ("cosine", "linear", "step"):
-        _prob(f"{prefix}.p_max", s.p_max)
+    _prob(f"{prefix}.p", s.p)
+    _prob(f"{prefix}.p_max", s.p_max)
+    _prob(f"{prefix}.p_min", s.p_min)
     if s.name in ("cosine", "linear"):
-        _prob(f"{prefix}.p_min", s.p_min)
         _check(s.p_min <= s.p_max, f"{prefix}.p_min", s.p_min, f"at most {prefix}.p_max={s.p_max}")
-    if s.name == "step":
-        _check(0 < s.gamma <= 1, f"{prefix}.gamma", s.gamma, "in (0, 1]")
-        ms = list(s.milestones)
-        _check(all(0 < m < 1 for m in ms) and ms == sorted(ms), f"{prefix}.milestones", ms,
-               "an increasing list of fractions in (0, 1)")
+    _check(0 < s.gamma <= 1, f"{prefix}.gamma", s.gamma, "in (0, 1]")
+    ms = list(s.milestones)
+    _check(all(0 < m < 1 for m in ms) and ms == sorted(ms), f"{prefix}.milestones", ms,
+           "an increasing list of fractions in (0, 1)")
 
 
 def validate(cfg: DictConfig) -> None:

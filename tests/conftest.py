@@ -45,7 +45,9 @@ def read_records(run_dir: Path) -> list:
 
 
 def without_wall(records: list) -> list:
-    return [{k: v for k, v in r.items() if k not in WALL_FIELDS} for r in records]
+    """Records less their wall-clock fields (idle_s is one too when no hardware profile simulates it)."""
+    drop = lambda r: WALL_FIELDS | ({"idle_s"} if r.get("sim_s") is None else set())
+    return [{k: v for k, v in r.items() if k not in drop(r)} for r in records]
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:

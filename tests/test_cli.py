@@ -1,0 +1,57 @@
+"""echo-run as a user runs it: a subprocess, on both embedded data sets, and its refusals."""
+import json
+
+import pytest
+
+from tests.conftest import cli
+
+
+def test_digits_end_to_end(tmp_path):
+    out = cli(f"hydra.run.dir={tmp_path}", "budget.example_loads=640", "eval.every_loads=320")
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["example_loads"] for r in recs] == [0, 320, 640]
+    assert summary["status"] == "complete" and summary["final"] == recs[-1]
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_python_docs_end_to_end(tmp_path):
+    out = cli(f"hydra.run.dir={tmp_path}", "dataset=python_docs", "budget.example_loads=48",
+              "eval.every_loads=null", "data.max_test_examples=32")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final"]["example_loads"] == 48 and summary["final"]["test_ppl"] > 1
+
+
+def test_rerun_of_a_complete_run_changes_nothing(tmp_path):
+    args = (f"hydra.run.dir={tmp_path}", "budget.example_loads=320", "eval.every_loads=null")
+    assert cli(*args).returncode == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = cli(*args)
+    assert again.returncode == 0 and "already holds this run" in again.stderr
+    assert before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("arg, says", [
+    ("schedule.p=1.5", "schedule.p=1.5"),
+    ("optim.lr=-1", "optim.lr=-1"),
+    ("no_such_option=1", "no_such_option"),
+    ("schedule=bogus", "bogus"),
+    ("optim.lr=fast", "optim.lr"),
+])
+def test_bad_values_exit_2_with_a_reason_and_no_traceback(tmp_path, arg, says):
+    out = cli(f"hydra.run.dir={tmp_path}/run", arg)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert says in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("echo-run: error:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_lists_every_group():
+    out = cli("--help")
+    assert out.returncode == 0
+    for group in ("dataset:", "model:", "schedule:", "echo:", "optim:", "comm:", "hardware:", "launcher:", "logger:"):
+        assert group in out.stdout
+    assert "python_docs" in out.stdout and "cosine" in out.stdout
