@@ -22,6 +22,7 @@ Strategies (DESIGN.md, "Algorithm 2"):
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from functools import reduce
 from typing import List
@@ -154,7 +155,7 @@ def checksum(tensors: List[torch.Tensor]) -> torch.Tensor:
 
 class _DDPStrategy(Local):
     """Gradients all-reduced by DDP; a counting hook sees every bucket it sends. Buffers are not
-    broadcast by DDP (``broadcast_buffers=False``) but averaged after each optimizer step, so that
+    broadcast by DDP at each forward but averaged after each optimizer step, so that
     all strategies carry BatchNorm statistics the same way and count them."""
 
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -162,7 +163,11 @@ class _DDPStrategy(Local):
         if self.world == 1:  # grad_accum alone: accumulation without communication
             return model
         dev = self.ctx.device
-        self.ddp = DDP(model, device_ids=[dev] if dev.type == "cuda" else None, broadcast_buffers=False)
+        # Buffers are synced once at construction, then averaged by us, not broadcast every forward
+        # (newer torch spells broadcast_buffers=False as forward_sync_buffers=False).
+        kw = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+              else {"broadcast_buffers": False})
+        self.ddp = DDP(model, device_ids=[dev] if dev.type == "cuda" else None, **kw)
         self.ddp.register_comm_hook(self, _counting_hook)
         return self.ddp
 
@@ -172,7 +177,7 @@ class _DDPStrategy(Local):
             self._average(bufs)
 
 
-def _counting_hook(strategy: Local, bucket) -> torch.futures.Future:
+def _counting_hook(strategy, bucket):  # DDP checks a hook's annotations: leave them out
     buf = bucket.buffer()
     strategy.calls += 1
     strategy._sent += buf.numel() * buf.element_size()

@@ -1,0 +1,269 @@
+"""Communication strategies with 2 real processes (gloo on CPU, spawned once for the whole module).
+
+Each rank runs every scenario below and writes what it saw; the tests compare the two ranks with each
+other and with references: ``PeriodicModelAverager``, a coin drawn here from the same seed, the steps
+that loaded, and one process trained on the global batch (``comm=allreduce``, a model without
+BatchNorm: per-rank batch statistics would differ from the global batch's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from omegaconf import OmegaConf
+
+from tests.conftest import make_cfg, run_inproc
+
+WORLD, STEPS, BUF_B = 2, 12, 8
+# A model without BatchNorm, in config (hydra instantiate), for the equality with one process.
+MLP = ("~model", "+model._target_=torch.nn.Sequential",
+       "+model._args_=[{_target_:torch.nn.Flatten},{_target_:torch.nn.Linear,in_features:64,out_features:32},"
+       "{_target_:torch.nn.ReLU},{_target_:torch.nn.Linear,in_features:32,out_features:10}]")
+DIGITS = ("data.max_test_examples=64", "eval.every_loads=null", "optim.lr=0.1")
+SCENARIOS = {  # name: comm config (steps = STEPS micro-steps, one rank-specific batch each)
+    "allreduce": {"name": "allreduce"},
+    "grad_accum": {"name": "grad_accum", "k": 4},
+    "periodic": {"name": "periodic", "period": 3},
+    "periodic_warmup": {"name": "periodic", "period": 3, "warmup_steps": 2},
+    "prob_1": {"name": "probabilistic", "schedule": {"name": "constant", "p": 1.0}},
+    "prob_03": {"name": "probabilistic", "schedule": {"name": "constant", "p": 0.3}},
+    "on_load": {"name": "on_load"},
+}
+
+
+def small_cnn():
+    from runner.models import SmallCNN
+
+    return SmallCNN(width=4)
+
+
+def mlp():
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+
+def flat(model) -> torch.Tensor:
+    from runner.comm import float_buffers
+
+    return torch.cat([t.detach().reshape(-1) for t in list(model.parameters()) + float_buffers(model)])
+
+
+def same_on_all_ranks(t: torch.Tensor) -> bool:
+    import torch.distributed as dist
+
+    got = [torch.empty_like(t) for _ in range(WORLD)]
+    dist.all_gather(got, t)
+    return all(torch.equal(got[0], g) for g in got[1:])
+
+
+def batch(rank: int, t: int):
+    g = torch.Generator().manual_seed(1000 * rank + t)
+    return [torch.randn(BUF_B, 1, 8, 8, generator=g), torch.randint(0, 10, (BUF_B,), generator=g)]
+
+
+def fresh_steps() -> list:
+    """Which steps load (the echo coin, shared by the ranks): p = 0.5, step 0 always."""
+    g = torch.Generator().manual_seed(5)
+    return [t == 0 or torch.rand((), generator=g).item() < 0.5 for t in range(STEPS)]
+
+
+def drive(comm_cfg: dict, model_fn, ctx) -> dict:
+    """STEPS steps of runner.train.train_step with a strategy; echo steps reuse the last batch."""
+    from runner import comm
+    from runner.train import train_step
+
+    torch.manual_seed(0)
+    model = model_fn()
+    cfg = OmegaConf.create({"seed": 0, "comm": {"k": 4, "period": 4, "warmup_steps": 0,
+                                                 "schedule": {"name": "constant", "p": 0.5}, **comm_cfg}})
+    s = comm.build(cfg, model, ctx)
+    net = s.wrap(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sent, identical, b = [], [], None
+    for t, fresh in enumerate(fresh_steps()):
+        b = batch(ctx.rank, t) if fresh else b
+        train_step(net, opt, b, s, nullcontext, None)
+        n = s.after_step(fresh, t / STEPS)
+        sent.append(n)
+        if n:
+            identical.append(same_on_all_ranks(flat(model)))
+    return {"sent": sent, "identical": identical, "report": s.report(), "numel": flat(model).numel(),
+            "final": flat(model).tolist() if model_fn is mlp else None}
+
+
+def reference_periodic(ctx, period: int) -> list:
+    """The same training with PeriodicModelAverager as its documentation uses it."""
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+
+    from runner.train import loss_fn
+
+    torch.manual_seed(0)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    avg = PeriodicModelAverager(period=period, warmup_steps=0)
+    b = None
+    for t, fresh in enumerate(fresh_steps()):
+        b = batch(ctx.rank, t) if fresh else b
+        loss_fn(model(b[0]), b[1]).backward()
+        opt.step()
+        avg.average_parameters(model.parameters())
+        opt.zero_grad(set_to_none=True)
+    return flat(model).tolist()
+
+
+def _rank_main(rank: int, port: int, out: str, train_cfgs: dict) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from runner import comm, dist as rdist
+    from runner.train import run
+
+    ctx = rdist.init("cpu", "gloo")
+
+    def refuse(*a, **k):
+        raise AssertionError("a process group was created during training")
+
+    dist.new_group = dist.new_subgroups = refuse  # every round must use the group created by init
+    res = {name: drive(c, small_cnn, ctx) for name, c in SCENARIOS.items()}
+    res["periodic_mlp"] = {"ours": drive({"name": "periodic", "period": 3}, mlp, ctx)["final"],
+                           "reference": reference_periodic(ctx, 3)}
+    s = comm.Local(mlp(), ctx)
+    res["agree"] = [s.agree(True), s.agree(ctx.rank == 0), s.sync_rounds, s.reduce_max([float(ctx.rank), -ctx.rank])]
+    for name, c in train_cfgs.items():  # the training loop itself, one run directory per config
+        run(OmegaConf.create(c), Path(out) / name)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(res))
+    rdist.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Spawn 2 ranks once; returns (rank0, rank1, out_dir)."""
+    out = tmp_path_factory.mktemp("comm")
+    train = {
+        "on_load": make_cfg("comm=on_load", "schedule=constant", "schedule.p=0.5", "budget.example_loads=384",
+                            "data.batch_size=16", *DIGITS),
+        "grad_accum": make_cfg("comm=grad_accum", "comm.k=4", "schedule=none", "budget.steps=18",
+                               "data.batch_size=16", *DIGITS),
+        "allreduce_mlp": make_cfg("comm=allreduce", "schedule=none", "budget.example_loads=320",
+                                  "data.batch_size=16", *MLP, *DIGITS),
+    }
+    train = {k: OmegaConf.to_container(v, resolve=True) for k, v in train.items()}
+    for k in train:
+        (out / k).mkdir()
+    mp.spawn(_rank_main, args=(free_port(), str(out), train), nprocs=WORLD, join=True)
+    r = [json.loads((out / f"rank{k}.json").read_text()) for k in range(WORLD)]
+    return r[0], r[1], out
+
+
+def nbytes_per_round(res: dict) -> int:
+    return 4 * res["numel"]  # float32 parameters and BatchNorm statistics
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_ranks_agree_and_hold_identical_models_after_each_round(ranks, name):
+    a, b, _ = ranks
+    assert a[name]["report"]["decision_hash"] == b[name]["report"]["decision_hash"]
+    assert a[name]["sent"] == b[name]["sent"]
+    assert a[name]["identical"] and all(a[name]["identical"]) and all(b[name]["identical"])
+    assert a[name]["report"]["param_checksum"] == b[name]["report"]["param_checksum"]
+    # every round carries the whole model: parameters and BatchNorm statistics, counted at the call
+    rounds = sum(1 for n in a[name]["sent"] if n)
+    assert a[name]["report"]["comm_rounds"] == rounds
+    assert all(n in (0, nbytes_per_round(a[name])) for n in a[name]["sent"])
+    assert a[name]["report"]["comm_bytes"] == rounds * nbytes_per_round(a[name])
+
+
+def rounds_at(res: dict) -> list:
+    return [t for t, n in enumerate(res["sent"]) if n]
+
+
+def test_allreduce_every_step_grad_accum_once_per_k(ranks):
+    a, _, _ = ranks
+    assert rounds_at(a["allreduce"]) == list(range(STEPS))
+    assert rounds_at(a["grad_accum"]) == [3, 7, 11]  # k = 4 micro-steps, one all-reduce
+    # DDP's hook: one bucket of gradients; the BatchNorm statistics in a second call
+    assert a["allreduce"]["report"]["comm_calls"] == 2 * STEPS
+    assert a["grad_accum"]["report"]["comm_calls"] == 2 * 3
+
+
+def test_periodic_follows_periodic_model_averager(ranks):
+    a, b, _ = ranks
+    assert rounds_at(a["periodic"]) == [0, 3, 6, 9]  # PeriodicModelAverager(period=3): step % 3 == 0
+    assert rounds_at(a["periodic_warmup"]) == [0, 1, 2, 5, 8, 11]  # every step before warmup_steps=2
+    for r in (a, b):
+        ours, ref = torch.tensor(r["periodic_mlp"]["ours"]), torch.tensor(r["periodic_mlp"]["reference"])
+        assert ours.numel() == ref.numel() > 0 and torch.equal(ours, ref)
+
+
+def test_probabilistic_uses_its_own_shared_coin(ranks):
+    from runner.comm import comm_seed
+
+    a, _, _ = ranks
+    assert rounds_at(a["prob_1"]) == list(range(STEPS))
+    g = torch.Generator().manual_seed(comm_seed(0))
+    expect = [t for t in range(STEPS) if torch.rand((), generator=g).item() < 0.3]
+    assert rounds_at(a["prob_03"]) == expect and 0 < len(expect) < STEPS
+
+
+def test_on_load_averages_exactly_on_load_steps(ranks):
+    a, _, _ = ranks
+    assert rounds_at(a["on_load"]) == [t for t, f in enumerate(fresh_steps()) if f]
+
+
+def test_agree_and_reduce_max(ranks):
+    a, b, _ = ranks
+    assert a["agree"][:3] == b["agree"][:3] == [True, False, 2]  # two one-number rounds, counted apart
+    assert a["agree"][3] == b["agree"][3] == [1.0, 0.0]
+
+
+def read_dir(out: Path, name: str):
+    recs = [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
+    r = [json.loads((out / name / f"rank{k}.json").read_text()) for k in range(WORLD)]
+    return recs, r
+
+
+def test_training_loop_on_load(ranks):
+    _, _, out = ranks
+    recs, r = read_dir(out, "on_load")
+    last = recs[-1]
+    loads = last["step"] - last["echo_steps"]
+    assert last["echo_steps"] > 0 and last["comm_rounds"] == loads == r[0]["comm_rounds"]
+    assert last["example_loads"] == WORLD * 16 * loads  # both ranks' examples
+    assert r[0]["decision_hash"] == r[1]["decision_hash"]
+    assert r[0]["param_checksum"] == r[1]["param_checksum"] is not None
+    assert (out / "on_load" / "summary.json").exists()
+
+
+def test_training_loop_grad_accum(ranks):
+    _, _, out = ranks
+    recs, r = read_dir(out, "grad_accum")
+    assert recs[-1]["step"] == 18 and recs[-1]["comm_rounds"] == 18 // 4
+    # equal after the last all-reduce (the last 2 micro-steps moved only local BatchNorm statistics)
+    assert r[0]["param_checksum"] == r[1]["param_checksum"] and r[0]["last_round_step"] == 15
+
+
+def test_allreduce_two_ranks_equals_one_process_with_the_global_batch(ranks, tmp_path):
+    _, _, out = ranks
+    recs, r = read_dir(out, "allreduce_mlp")
+    one, _ = run_inproc(tmp_path, "comm=none", "schedule=none", "budget.example_loads=320", "data.batch_size=32",
+                        *MLP, *DIGITS)
+    assert recs[-1]["step"] == one[-1]["step"] == 10 and recs[-1]["example_loads"] == 320
+    dp = torch.load(out / "allreduce_mlp" / "checkpoint" / "rank0.pt", weights_only=True)["model"]
+    single = torch.load(tmp_path / "checkpoint" / "rank0.pt", weights_only=True)["model"]
+    for k in single:
+        rel = (dp[k] - single[k]).norm() / single[k].norm()
+        assert rel < 1e-5, (k, rel.item())
+    assert abs(recs[-1]["test_loss"] - one[-1]["test_loss"]) < 1e-4
