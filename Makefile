@@ -25,3 +25,46 @@ run: $(VENV_STAMP)  ## the embedded default: digits, small CNN, cosine echoing
 
 test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun with 2 processes)
 	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# ---- figures: `make figures` runs what is missing (a finished run is never re-run) and redraws ----
+# Runs go to results/$(SCALE)/<figure>/<overrides>/; figures to results/figures/ (SCALE=paper:
+# results/figures/paper/). SCALE=small: the embedded digits data, minutes on a laptop CPU.
+# SCALE=paper: CIFAR-10 / ResNet-18 at the data set's own budget (a GPU machine with the data).
+.PHONY: fig-methods fig-best-lr fig-claim
+ifeq ($(SCALE),paper)
+FIG_RUNS := results/paper
+FIG_OUT := results/figures/paper
+FIG_SET := dataset=cifar10 hardware=gpu_network_storage
+FIG_CLAIM_SET := dataset=cifar10 hardware=gpu_network_storage
+FIG_LRS := 0.025,0.05,0.1,0.2,0.4
+FIG_PS := 1.0,0.5,0.25,0.125
+FIG_CLAIM_LRS := 0.025,0.1
+else
+FIG_RUNS := results/small
+FIG_OUT := results/figures
+FIG_SET := train.threads=1 budget.example_loads=2874 eval.every_loads=287 hardware=ratio hardware.ratio=4
+FIG_CLAIM_SET := train.threads=1 budget.example_loads=2874 eval.every_loads=96 hardware=ratio hardware.ratio=4
+FIG_LRS := 0.01,0.03,0.1,0.3,1.0
+FIG_PS := 1.0,0.5,0.25,0.125,0.0625
+FIG_CLAIM_LRS := 0.01,0.05
+endif
+# A multirun whose job directories are named by their overrides, so that a finished job is found
+# again; exit status 1 (some run diverged, which the figures show) does not stop make.
+FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
+FIG_OK := || [ $$? -eq 1 ]
+REPORT := .venv/bin/echo-report
+
+figures: fig-methods fig-best-lr fig-claim  ## every figure (SCALE=small on digits, or SCALE=paper)
+
+fig-methods: $(VENV_STAMP)  ## SGD, cosine, constant p, batch and adaptive echoing vs loads, steps, wall and sim time
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/methods $(FIG_SET) schedule=none,constant,cosine seed=0,1,2 $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/methods $(FIG_SET) echo=batch,adaptive seed=0,1,2 $(FIG_OK)
+	$(REPORT) curves $(FIG_RUNS)/methods --out $(FIG_OUT)/methods
+
+fig-best-lr: $(VENV_STAMP)  ## learning-rate sweep: best lr per method (table) and methods at their best lr
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/best_lr $(FIG_SET) optim.lr=$(FIG_LRS) schedule=none,constant,cosine seed=0,1 $(FIG_OK)
+	$(REPORT) best-lr $(FIG_RUNS)/best_lr --out $(FIG_OUT)/best_lr
+
+fig-claim: $(VENV_STAMP)  ## loads, steps and sim time to target vs reuses per fresh batch (1/p), with the ideal
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/claim $(FIG_CLAIM_SET) optim.lr_schedule=constant optim.lr=$(FIG_CLAIM_LRS) schedule=constant schedule.p=$(FIG_PS) seed=0,1,2 $(FIG_OK)
+	$(REPORT) claim $(FIG_RUNS)/claim --out $(FIG_OUT)/claim
