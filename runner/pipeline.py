@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler, TensorDataset
@@ -27,13 +27,15 @@ from torch.utils.data._utils.collate import default_collate
 Batch = Sequence[torch.Tensor]
 
 
-def fetcher(ds: Dataset) -> Callable[[List[int]], Batch]:
-    """Gather a batch by indices: one indexing op for in-memory tensors, else collate the items."""
+def fetcher(ds: Dataset) -> Callable[[Sequence[int]], Batch]:
+    """Gather a batch by indices (a list or a tensor): one indexing op for in-memory tensors, else
+    collate the items."""
     if isinstance(ds, TensorDataset):
-        return lambda idx: [t[idx] for t in ds.tensors]
+        return lambda idx: [t[torch.as_tensor(idx)] for t in ds.tensors]
+    as_list = lambda idx: idx.tolist() if torch.is_tensor(idx) else list(idx)
     if hasattr(ds, "__getitems__"):  # a batch at once, as DataLoader asks (vectorised augmentation)
-        return lambda idx: default_collate(ds.__getitems__(idx))
-    return lambda idx: default_collate([ds[i] for i in idx])
+        return lambda idx: default_collate(ds.__getitems__(as_list(idx)))
+    return lambda idx: default_collate([ds[i] for i in as_list(idx)])
 
 
 def background_on(p) -> bool:
@@ -67,21 +69,52 @@ class BatchSource:
         self._orders: dict = {}  # epoch -> index order (at most two epochs kept)
         self.idle_s = 0.0
         self._thread: Optional[threading.Thread] = None
+        # Pausing (while the trainer evaluates or checkpoints, time that is not training time): the
+        # producer starts no batch, and a batch being loaded is delayed by the pause.
+        self._lock = threading.Lock()
+        self._paused_at: Optional[float] = None
+        self._paused_total = 0.0
+        self._running = threading.Event()
+        self._running.set()
 
     # -- the order and the loading of one batch, shared by both modes
-    def _indices(self, epoch: int, pos: int) -> List[int]:
+    def _indices(self, epoch: int, pos: int) -> torch.Tensor:
         if epoch not in self._orders:
             self.sampler.set_epoch(epoch)
             self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
-            self._orders[epoch] = list(self.sampler)
+            # A tensor: indexing in-memory data with a slice of it is far cheaper than with a list.
+            self._orders[epoch] = torch.tensor(list(self.sampler), dtype=torch.long)
         return self._orders[epoch][pos * self.batch_size:(pos + 1) * self.batch_size]
 
     def _load(self, epoch: int, pos: int, wait: Callable[[float], object] = time.sleep) -> Batch:
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), self._paused_s()
         batch = self.fetch(self._indices(epoch, pos))
         if self.examples_per_s:
-            wait(max(0.0, self.batch_size / self.examples_per_s - (time.perf_counter() - t0)))
+            due = self.batch_size / self.examples_per_s
+            while True:  # in short waits, so that a pause started meanwhile moves the deadline
+                left = t0 + due + (self._paused_s() - p0) - time.perf_counter()
+                if left <= 0 or wait(min(left, 0.05)):  # the producer's wait() is True when stopping
+                    break
         return batch
+
+    def _paused_s(self) -> float:
+        with self._lock:
+            now = time.perf_counter()
+            return self._paused_total + (now - self._paused_at if self._paused_at is not None else 0.0)
+
+    def pause(self) -> None:
+        """Hold the producer while the trainer does something that is not training (evaluation)."""
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = time.perf_counter()
+                self._running.clear()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._paused_at is not None:
+                self._paused_total += time.perf_counter() - self._paused_at
+                self._paused_at = None
+                self._running.set()
 
     def _advance(self, epoch: int, pos: int) -> tuple:
         return (epoch + 1, 0) if pos + 1 == self.per_epoch else (epoch, pos + 1)
@@ -128,7 +161,7 @@ class BatchSource:
     def _produce(self, epoch: int, pos: int) -> None:
         try:
             while not self._stop.is_set():
-                if not self._slots.acquire(timeout=0.1):
+                if not self._running.wait(timeout=0.1) or not self._slots.acquire(timeout=0.1):
                     continue
                 batch = self._load(epoch, pos, wait=self._stop.wait)
                 if self._stop.is_set():

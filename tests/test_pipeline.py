@@ -100,3 +100,18 @@ def test_slow_pipeline_idles_plain_sgd_and_not_adaptive(tmp_path: Path):
     assert steps_per_batch(s) == 1
     assert steps_per_batch(a) > 1.5
     assert a["echo_steps"] == a["step"] - a["example_loads"] // 32
+
+
+def test_pause_holds_the_producer():
+    """While the trainer evaluates, the pipeline must not get ahead (evaluation is not training time)."""
+    per_batch = 0.3
+    src = BatchSource(dataset(), 10, seed=0, examples_per_s=10 / per_batch, background=True, prefetch=2)
+    next(src)
+    src.pause()
+    time.sleep(3 * per_batch)
+    assert not src.ready()  # the batch being loaded when the pause began is still not done
+    src.resume()
+    t0 = time.perf_counter()
+    next(src)
+    assert time.perf_counter() - t0 >= per_batch * 0.5
+    src.close()

@@ -1,0 +1,220 @@
+"""`make bench`: three ratios measured side by side in one process, written to results/bench/bench.json
+and printed as a table.
+
+1. runner overhead: steps/s of echo-run's training loop (plain SGD, schedule=none) over steps/s of a
+   bare hand-written PyTorch loop, same model, same in-memory digits, same threads (goal >= 0.98);
+2. echo step over plain step: an echo step (EchoStream's decision + the step on the batch it holds)
+   against a plain step on the same batch already on the device (goal <= 1.02);
+3. time to target with a real slowed pipeline at R step-times per batch (default 4): wall_s at which
+   test_acc first reaches the target, plain SGD over echo=adaptive and over the best stochastic
+   schedule (goal >= 2).
+
+Ratios 1 and 2 alternate the two sides and take the median over repeats, and by default time both
+sides with the CPU time of the training thread (``--clock cpu``: torch runs single-threaded here, so
+that thread does all the work), because on a shared machine other processes make wall time vary by
+tens of percent between identical runs; ``--clock wall`` uses the wall clock. Ratio 3 is wall-clock
+time by nature (the pipeline's sleeping is the point). Usage:
+python scripts/bench.py [--steps N] [--repeats K] [--R 4] [--clock cpu|wall]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from types import SimpleNamespace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner import data, echo, models, schedules, summary, train  # noqa: E402
+from runner.comm import Local  # noqa: E402
+from runner.schema import register, validate  # noqa: E402
+
+register()
+BASE = ("logger.progress=false", "checkpoint.enabled=false", "train.threads=1")
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+now = time.perf_counter
+
+
+@contextmanager
+def loop_clock(name: str):
+    """Time ratios 1 and 2 (both sides, echo-run's own wall_s too) with the chosen clock."""
+    global now
+    now, saved = CLOCK[name], train.time
+    train.time = SimpleNamespace(perf_counter=now)  # the loop's only use of `time`
+    try:
+        yield
+    finally:
+        now, train.time = time.perf_counter, saved
+
+
+def compose(*overrides: str):
+    from hydra import compose as hcompose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hcompose("config", overrides=[*BASE, *overrides])
+    validate(cfg)
+    return cfg
+
+
+def run(*overrides: str) -> list:
+    """echo-run's training loop in this process; returns its records."""
+    from runner.metrics import read_jsonl
+
+    with tempfile.TemporaryDirectory() as d:
+        train.run(compose(*overrides), Path(d))
+        return read_jsonl(Path(d) / "metrics.jsonl")
+
+
+def runner_steps_per_s(steps: int) -> float:
+    # Evaluation only before the first step and after the last; wall_s excludes both.
+    last = run("schedule=none", f"budget.steps={steps}", "eval.every_loads=null")[-1]
+    return last["step"] / last["wall_s"]
+
+
+def bare_steps_per_s(steps: int, seed: int = 0) -> float:
+    """What a user would write by hand: shuffled in-memory batches, forward, backward, SGD step."""
+    cfg = compose()
+    splits = data.build(cfg.data)
+    torch.manual_seed(seed)
+    model = models.build(cfg.model, splits.info)
+    o = cfg.optim
+    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    X, Y = splits.train.tensors
+    B, n = cfg.data.batch_size, len(Y)
+    g = torch.Generator().manual_seed(seed)
+    t0 = now()
+    for i in range(steps):
+        j = i % (n // B)
+        if j == 0:
+            perm = torch.randperm(n, generator=g)
+        idx = perm[j * B:(j + 1) * B]
+        loss = F.cross_entropy(model(X[idx]), Y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    loss.item()
+    return steps / (now() - t0)
+
+
+def echo_vs_plain(steps: int, blocks: int) -> tuple:
+    """Seconds per step: echo steps from an EchoStream that never loads after its first step, and
+    plain steps on the same device batch; alternating blocks, medians."""
+    cfg = compose()
+    splits = data.build(cfg.data)
+    torch.manual_seed(0)
+    model = models.build(cfg.model, splits.info)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = [t[: cfg.data.batch_size] for t in splits.train.tensors]
+    comm = Local(model)
+    stream = echo.EchoStream(itertools.repeat(batch), policy="stochastic", schedule=schedules.constant(0.0))
+    stream.next(0.0)  # the one load
+    step = lambda b: train.train_step(model, opt, b, comm, nullcontext, None)
+    e_times, p_times = [], []
+    for k in range(blocks):
+        for side in ((0, 1) if k % 2 == 0 else (1, 0)):
+            t0 = now()
+            if side == 0:
+                for i in range(steps):
+                    s = stream.next(i / steps)
+                    step(s.batch)
+            else:
+                for i in range(steps):
+                    step(batch)
+            (e_times if side == 0 else p_times).append((now() - t0) / steps)
+    return statistics.median(e_times), statistics.median(p_times)
+
+
+def time_to_target(R: float, step_s: float, loads: int) -> dict:
+    """Wall-clock time to the digits target with the pipeline slowed to R step-times per batch."""
+    cfg = compose()
+    B = cfg.data.batch_size
+    eps = B / (R * step_s)
+    common = (f"pipeline.examples_per_s={eps:.3f}", f"budget.example_loads={loads}", "eval.every_loads=160")
+    methods = {"sgd": ("schedule=none",), "adaptive": ("echo=adaptive",),
+               "constant(p=0.25)": ("schedule=constant", "schedule.p=0.25"),
+               "cosine": ("schedule=cosine",), "linear": ("schedule=linear",)}
+    out = {"R": R, "examples_per_s": eps, "target": {"metric": cfg.target.metric, "value": cfg.target.value},
+           "budget_loads": loads, "methods": {}}
+    for name, ov in methods.items():
+        recs = run(*ov, *common)
+        hit = summary.time_to_target(recs, cfg.target.metric, cfg.target.value, cfg.target.mode)
+        last = recs[-1]
+        out["methods"][name] = {"reached": hit, "final_" + cfg.target.metric: last.get(cfg.target.metric),
+                                "steps": last["step"], "example_loads": last["example_loads"],
+                                "wall_s": last["wall_s"], "idle_s": last["idle_s"]}
+        print(f"  R={R:g} {name:>17}: wall_s to target {hit and round(hit['wall_s'], 2)}, "
+              f"steps {last['step']}, idle_s {last['idle_s']:.2f}", flush=True)
+    wall = {k: (v["reached"] or {}).get("wall_s") for k, v in out["methods"].items()}
+    stoch = {k: v for k, v in wall.items() if k not in ("sgd", "adaptive") and v is not None}
+    out["best_stochastic"] = min(stoch, key=stoch.get) if stoch else None
+    speed = lambda k: wall["sgd"] / wall[k] if wall["sgd"] and k and wall.get(k) else None
+    out["speedup_adaptive"] = speed("adaptive")
+    out["speedup_best_stochastic"] = speed(out["best_stochastic"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200, help="training steps per overhead measurement")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating repeats of ratios 1 and 2")
+    ap.add_argument("--R", type=float, default=4.0, help="step-times per batch load for ratio 3")
+    ap.add_argument("--loads", type=int, default=4311, help="example-load budget of ratio 3 (3 epochs)")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu", help="the clock of ratios 1 and 2")
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"1. runner overhead (alternating runs, {a.clock} time)...", flush=True)
+    pairs = []
+    with loop_clock(a.clock):
+        bare_steps_per_s(20), runner_steps_per_s(20)  # warm-up: first-call allocations, lazy imports
+        for k in range(a.repeats):
+            sides = (runner_steps_per_s, bare_steps_per_s)[:: 1 if k % 2 == 0 else -1]
+            x, y = (f(a.steps) for f in sides)
+            r, b = (x, y) if k % 2 == 0 else (y, x)
+            pairs.append((r, b))
+            print(f"  echo-run {r:.1f} steps/s, bare loop {b:.1f} steps/s", flush=True)
+        print("2. echo step vs plain step...", flush=True)
+        e, p = echo_vs_plain(a.steps // 4, 4 * a.repeats)
+    overhead = statistics.median(r / b for r, b in pairs)
+    print(f"3. time to target, pipeline slowed to R={a.R:g} step-times per batch...", flush=True)
+    step_s = 1.0 / bare_steps_per_s(a.steps)  # wall time of a compute step now, for the slowdown
+    ttt = time_to_target(a.R, step_s, a.loads)
+    res = {
+        "runner_overhead": {"ratio": overhead, "goal": ">= 0.98", "clock": a.clock, "steps": a.steps,
+                            "pairs_steps_per_s": pairs},
+        "echo_step_cost": {"ratio": e / p, "goal": "<= 1.02", "clock": a.clock, "echo_s_per_step": e,
+                           "plain_s_per_step": p},
+        "time_to_target": {**ttt, "goal": "speed-up >= 2"},
+        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
+                    "git_revision": summary.git_revision(), **summary.versions(), "platform": platform.platform()},
+        "command": "make bench  # python scripts/bench.py " + " ".join(sys.argv[1:]),
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"
+    rows = [("runner overhead: echo-run / bare loop steps/s", fmt(overhead), ">= 0.98", overhead >= 0.98),
+            ("echo step / plain step (data on device)", fmt(e / p), "<= 1.02", e / p <= 1.02)]
+    for k, name in (("speedup_adaptive", "adaptive"), ("speedup_best_stochastic", ttt["best_stochastic"])):
+        v = ttt[k]
+        rows.append((f"R={a.R:g}: wall-clock to target, SGD / {name}", fmt(v), ">= 2", v is not None and v >= 2))
+    print(f"\n| measure | ratio | goal | met |\n|---|---|---|---|")
+    for m, v, g, ok in rows:
+        print(f"| {m} | {v} | {g} | {'yes' if ok else 'no'} |")
+    print(f"\nwritten to {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()
