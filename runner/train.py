@@ -255,7 +255,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     finally:
         bar.close()
         source.close()  # stop a background producer
-        source.close()  # stop a background producer
         for sig, h in old.items():
             signal.signal(sig, h)
     from .metrics import write_json
