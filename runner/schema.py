@@ -7,6 +7,7 @@ refused in one place with one message.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -294,6 +295,13 @@ def validate(cfg: DictConfig) -> None:
     _pos("launcher.nproc_per_node", la.nproc_per_node)
     _check(la.max_restarts >= 0, "launcher.max_restarts", la.max_restarts, "0 or more")
     _choice("launcher.backend", la.backend, ("auto", "gloo", "nccl"))
+    _check(re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", str(la.nnodes)) is not None, "launcher.nnodes", la.nnodes,
+           "a number of nodes, or MIN:MAX for an elastic job")
+    if c.name not in ("none", "grad_accum") and la.name == "local":
+        raise ConfigError(
+            f"comm={c.name} communicates between several processes, but launcher=local trains in this one: "
+            "add launcher=torchrun launcher.nproc_per_node=N to train on N ranks (README, \"Data-parallel "
+            "echoing with torchrun\"), or leave comm out.")
     _choice("logger.name", cfg.logger.name, ("jsonl", "wandb"))
     _choice("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     t = cfg.train

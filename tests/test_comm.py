@@ -25,7 +25,7 @@ WORLD, STEPS, BUF_B = 2, 12, 8
 MLP = ("~model", "+model._target_=torch.nn.Sequential",
        "+model._args_=[{_target_:torch.nn.Flatten},{_target_:torch.nn.Linear,in_features:64,out_features:32},"
        "{_target_:torch.nn.ReLU},{_target_:torch.nn.Linear,in_features:32,out_features:10}]")
-DIGITS = ("data.max_test_examples=64", "eval.every_loads=null", "optim.lr=0.1")
+DIGITS = ("launcher=torchrun", "data.max_test_examples=64", "eval.every_loads=null", "optim.lr=0.1")
 SCENARIOS = {  # name: comm config (steps = STEPS micro-steps, one rank-specific batch each)
     "allreduce": {"name": "allreduce"},
     "grad_accum": {"name": "grad_accum", "k": 4},
@@ -259,7 +259,7 @@ def test_allreduce_two_ranks_equals_one_process_with_the_global_batch(ranks, tmp
     _, _, out = ranks
     recs, r = read_dir(out, "allreduce_mlp")
     one, _ = run_inproc(tmp_path, "comm=none", "schedule=none", "budget.example_loads=320", "data.batch_size=32",
-                        *MLP, *DIGITS)
+                        *MLP, *DIGITS[1:])
     assert recs[-1]["step"] == one[-1]["step"] == 10 and recs[-1]["example_loads"] == 320
     dp = torch.load(out / "allreduce_mlp" / "checkpoint" / "rank0.pt", weights_only=True)["model"]
     single = torch.load(tmp_path / "checkpoint" / "rank0.pt", weights_only=True)["model"]

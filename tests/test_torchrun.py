@@ -6,7 +6,10 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
+
+from runner.schema import ConfigError
 
 from tests.conftest import cli, make_cfg
 
@@ -72,3 +75,11 @@ def test_dry_run_prints_the_command_and_multi_node_options(tmp_path):
     h = config_hash(OmegaConf.to_container(cfg, resolve=True))
     assert "--standalone" not in cmd and "--nnodes=2" in cmd and "--rdzv-endpoint=node0:29500" in cmd
     assert f"--rdzv-id=echo-run-{h}" in cmd and "--max-restarts=3" in cmd
+
+
+def test_model_averaging_without_torchrun_is_refused():
+    with pytest.raises(ConfigError, match="launcher=torchrun"):
+        make_cfg("comm=on_load")
+    with pytest.raises(ConfigError, match="launcher.nnodes"):
+        make_cfg("launcher=torchrun", "launcher.nnodes=two")
+    assert make_cfg("comm=grad_accum").comm.k == 4  # accumulation also works in one process
