@@ -5,18 +5,21 @@ a signal after writing a checkpoint (re-run the same command to continue).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .schema import ConfigError, register, validate
 from .summary import config_hash
 
 register()
-_state = {"started": False, "failed": []}
+_state = {"started": False, "failed": [], "refused": []}
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -46,14 +49,42 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:
         if summary.exists() and _complete(summary):
             return "done"
         return "resume"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
+    try:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".hydra" / f"config.yaml.tmp{os.getpid()}"
+        OmegaConf.save(cfg, tmp, resolve=True)
+        os.replace(tmp, run_dir / ".hydra" / "config.yaml")  # a kill here never leaves half a config
+    except OSError as e:
+        raise ConfigError(unwritable(run_dir, e)) from None
     try:
         OmegaConf.save(HydraConfig.get().overrides.task, run_dir / ".hydra" / "overrides.yaml")
     except ValueError:  # composed outside @hydra.main (tests)
         pass
     return "new"
+
+
+def unwritable(where: Path, e: OSError) -> str:
+    return (f"cannot write the run directory {where}: {e.strerror or e}. Choose a directory you can write "
+            "with hydra.run.dir=... (hydra.sweep.dir=... for -m), or free space there.")
+
+
+class RunDirCheck(Callback):
+    """Refuses an output directory that cannot be created before Hydra tries to, so the user gets
+    one sentence and exit status 2 instead of Hydra's traceback."""
+
+    def _check(self, d: str) -> None:
+        try:
+            Path(d).mkdir(parents=True, exist_ok=True)
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise PermissionError(13, "permission denied")
+        except OSError as e:
+            fail(unwritable(Path(d), e))
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir)
 
 
 def _complete(summary: Path) -> bool:
@@ -77,14 +108,19 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def app(cfg: DictConfig) -> None:
     _state["started"] = True
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    from .train import Preempted
-
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         validate(cfg)
         how = claim_run_dir(cfg, run_dir)
     except ConfigError as e:
         _remove_if_empty(run_dir)
-        fail(str(e))
+        if not multirun:
+            fail(str(e))
+        # In a sweep one refused job must not stop the others; the process exits 2 at the end.
+        print(f"echo-run: error: job {HydraConfig.get().job.num}: {e}", file=sys.stderr)
+        _state["refused"].append(str(run_dir))
+        return
+    from .train import Preempted  # after validation: a refused command does not wait for torch
     if how == "done":
         print(f"echo-run: {run_dir} already holds this run, complete; nothing to do.", file=sys.stderr)
         return
@@ -110,6 +146,7 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    _state.update(started=False, failed=[], refused=[])  # main() may be called more than once (tests)
     try:
         app()
     except SystemExit as e:
@@ -119,6 +156,8 @@ def main() -> None:
                   "`echo-run --help` lists every group, option and value.", file=sys.stderr)
             sys.exit(2)
         raise
+    if _state["refused"]:
+        sys.exit(2)
     if _state["failed"]:
         sys.exit(1)
 

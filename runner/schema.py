@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -226,8 +228,67 @@ def validate_schedule(prefix: str, s: Any) -> None:
            "an increasing list of fractions in (0, 1)")
 
 
+def validate_keys(node: Any, schema: Any, prefix: str = "") -> None:
+    """Refuse keys the schema does not know (``+optim.lrr=0.1`` would otherwise be accepted)."""
+    known = {f.name: f for f in fields(schema)}
+    for k in node:
+        if k not in known:
+            raise ConfigError(f"{prefix}{k} is not an option of echo-run{' ' + prefix[:-1] if prefix else ''}: "
+                              f"the options there are {', '.join(sorted(known))}. Check the spelling "
+                              "(`echo-run --help` shows the whole config).")
+        v = node[k]
+        sub = known[k].default_factory() if callable(known[k].default_factory) else None
+        if is_dataclass(sub) and isinstance(v, DictConfig):
+            validate_keys(v, type(sub), f"{prefix}{k}.")
+
+
+def validate_model_keys(m: DictConfig) -> None:
+    """The model group's keys are the arguments of its ``_target_``."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(m._target_)
+    except Exception:
+        raise ConfigError(f"model._target_={m._target_!r} cannot be imported: choose a model with model=<name> "
+                          "(see echo-run --help).") from None
+    params = inspect.signature(target).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    for k in m:
+        if not k.startswith("_") and k not in params:
+            raise ConfigError(f"model.{k} is not an option of model {m._target_}: its options are "
+                              f"{', '.join(p for p in params if p != 'self')}. Check the spelling.")
+
+
+def validate_data_root(d: Any) -> None:
+    """The data set's directory must be readable, or creatable when the data may be downloaded."""
+    if d.root is None:
+        return
+    root = Path(str(d.root)).expanduser()
+    fix = ("put the data set's files there (README.md says which) or point data.root=DIR at the directory "
+           "that holds them")
+    if root.exists():
+        if not root.is_dir():
+            raise ConfigError(f"data.root={d.root} is a file, not a directory: {fix}.")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise ConfigError(f"data.root={d.root} cannot be read by this user: fix its permissions or {fix}.")
+        return
+    if not d.download:
+        raise ConfigError(f"data.root={d.root} does not exist and data.download=false: {fix}, or allow "
+                          "data.download=true where there is a network.")
+    parent = root
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"data.root={d.root} does not exist and cannot be created ({parent} is not a writable "
+                          f"directory): {fix}, or choose a writable data.root for the download.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks for every numeric option and choice; raises ConfigError on the first."""
+    validate_keys(cfg, Config)
     d = cfg.data
     _choice("data.task", d.task, TASKS)
     _pos("data.batch_size", d.batch_size)
@@ -313,4 +374,6 @@ def validate(cfg: DictConfig) -> None:
     _choice("resume", cfg.resume, ("auto", "never"))
     if not (isinstance(cfg.model, DictConfig) and "_target_" in cfg.model):
         raise ConfigError("model has no _target_: choose a model with model=<name> (see echo-run --help).")
+    validate_model_keys(cfg.model)
+    validate_data_root(d)
     OmegaConf.resolve(cfg)  # an interpolation error surfaces here, not mid-run

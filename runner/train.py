@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
 from .metrics import Progress, build_sinks, clean
+from .schema import ConfigError
 from .schedules import lr_at
 from .summary import config_hash, make_summary
 
@@ -125,7 +126,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     state = checkpoint.load(run_dir, ctx.rank)
     if state is not None:
         if state["config_hash"] != chash:
-            raise RuntimeError(f"the checkpoint in {run_dir} belongs to another configuration")
+            raise ConfigError(f"the checkpoint {checkpoint.path(run_dir, ctx.rank)} belongs to another "
+                              "configuration; it is left untouched. Re-run that run's exact command to continue "
+                              "it, or choose another directory with hydra.run.dir=...")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         stream.load_state_dict(state["stream"])
@@ -134,13 +137,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if clock:
             clock.load_state_dict(state["clock"])
         torch.set_rng_state(state["rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
         c = Counters(**state["counters"])
+    # The training loss since the last record, summed on the device (one sync per record). A
+    # checkpoint stores its exact value, so a resumed run sums in the same order as an unbroken one.
+    loss_acc = torch.full((), c.loss_sum, device=dev)
+    n_acc = c.loss_n
 
     def save_checkpoint() -> None:
+        c.loss_sum, c.loss_n = loss_acc.item(), n_acc
         checkpoint.save(run_dir, ctx.rank, {
             "config_hash": chash, "model": model.state_dict(), "opt": opt.state_dict(),
             "stream": stream.state_dict(), "source": source.state_dict(), "comm": comm.state_dict(),
             "clock": clock.state_dict() if clock else None, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             "counters": asdict(c)})
 
     sinks = build_sinks(cfg, run_dir, resolved) if ctx.is_main else []
@@ -162,7 +173,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     last_p = 1.0
 
     def record(u: float) -> dict:
-        nonlocal last_p
+        nonlocal last_p, n_acc
+        c.loss_sum, c.loss_n = loss_acc.item(), n_acc
+        loss_acc.zero_()
+        n_acc = 0
         if dev.type == "cuda":
             torch.cuda.synchronize()
         wall, idle = comm.reduce_max([c.wall_s, source.idle_s])
@@ -190,8 +204,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if c.records == 0:
             record(0.0)
             c.next_eval = cfg.eval.every_loads or 0
-        loss_acc = torch.zeros((), device=dev)
-        n_acc = 0
         t_start = time.perf_counter()
         metric = splits.task == "classification" and "test_acc" or "test_ppl"
         while True:
@@ -221,12 +233,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if eval_due or ckpt_due or stop["signal"] or progress(c, b, clock.t if clock else None) >= 1.0:
                 c.wall_s += time.perf_counter() - t_start
                 source.pause()  # not training time: the pipeline must not load ahead meanwhile
-                c.loss_sum, c.loss_n = c.loss_sum + loss_acc.item(), c.loss_n + n_acc
-                loss_acc.zero_()
-                n_acc = 0
-                if not math.isfinite(c.loss_sum):
-                    record(u)
-                    raise Diverged(f"the training loss became {c.loss_sum} at step {c.step}")
+                if not math.isfinite(loss_acc.item()):
+                    rec = record(u)
+                    raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
                 if eval_due:
                     while c.next_eval <= c.example_loads:
                         c.next_eval += cfg.eval.every_loads
