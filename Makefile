@@ -68,3 +68,11 @@ fig-best-lr: $(VENV_STAMP)  ## learning-rate sweep: best lr per method (table) a
 fig-claim: $(VENV_STAMP)  ## loads, steps and sim time to target vs reuses per fresh batch (1/p), with the ideal
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/claim $(FIG_CLAIM_SET) optim.lr_schedule=constant optim.lr=$(FIG_CLAIM_LRS) schedule=constant schedule.p=$(FIG_PS) seed=0,1,2 $(FIG_OK)
 	$(REPORT) claim $(FIG_RUNS)/claim --out $(FIG_OUT)/claim
+
+# ---- data-parallel echoing (README, "Data-parallel echoing with torchrun") ----
+.PHONY: dp-table
+DP_SET := launcher=torchrun launcher.nproc_per_node=2 train.threads=1 hardware=cluster_ethernet
+dp-table: $(VENV_STAMP)  ## 2 ranks on digits: comm rounds, bytes, accuracy and sim_s per comm strategy
+	$(FIG_SWEEP) hydra.sweep.dir=results/small/dp $(DP_SET) comm=allreduce,grad_accum,periodic,on_load,probabilistic seed=0,1 $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=results/small/dp $(DP_SET) comm=allreduce schedule=none seed=0,1 $(FIG_OK)
+	mkdir -p results/bench && $(PY) scripts/dp_table.py results/small/dp | tee results/bench/dp_table.md
