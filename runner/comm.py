@@ -148,9 +148,11 @@ class Local:
 
 
 def checksum(tensors: List[torch.Tensor]) -> torch.Tensor:
-    """[sum, sum of squares] in float64, left on the device (no host sync per round)."""
-    flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
-    return torch.stack([flat.sum(), (flat * flat).sum()])
+    """[sum, sum of squares] in float64, left on the device (no host sync per round, no copy of
+    the model)."""
+    sums = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors]).sum()
+    squares = torch.stack([torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 for t in tensors]).sum()
+    return torch.stack([sums, squares])
 
 
 class _DDPStrategy(Local):
