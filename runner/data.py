@@ -106,7 +106,20 @@ def python_docs(d) -> Splits:
                   {"vocab_size": tok.get_vocab_size(), "block_size": d.block_size, "name": "python_docs"})
 
 
-BUILDERS: Dict[str, Callable[[Any], Splits]] = {"digits": digits, "python_docs": python_docs}
+def _lazy(module: str, name: str) -> Callable[[Any], Splits]:
+    """A builder in another module, imported on use (torchvision and datasets load only when needed)."""
+    def build(d) -> Splits:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(d)
+    return build
+
+
+BUILDERS: Dict[str, Callable[[Any], Splits]] = {
+    "digits": digits, "python_docs": python_docs,
+    "cifar10": _lazy("vision", "cifar10"), "cifar100": _lazy("vision", "cifar100"),  # runner/vision.py
+    "wikitext2": _lazy("text", "wikitext2"),  # runner/text.py
+}
 
 
 def build(d) -> Splits:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
+from . import accel, checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
 from .metrics import Progress, build_sinks, clean
 from .schema import ConfigError
 from .schedules import lr_at
@@ -105,16 +105,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)  # the same initial model on every rank
     splits = data.build(cfg.data)
-    model = models.build(cfg.model, splits.info).to(ctx.device)
+    model = accel.prepare(models.build(cfg.model, splits.info).to(ctx.device), cfg.train, ctx.device, splits.info)
     comm = comm_mod.build(cfg, model, ctx)
-    net = comm.wrap(model)
+    net = accel.compile_net(comm.wrap(model), cfg.train)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
     B = cfg.data.batch_size
     source = pipeline.from_config(cfg.pipeline, splits.train, B, cfg.seed, ctx.rank, ctx.world)
     clock = simclock.from_config(cfg.hardware, B)
     dev = ctx.device
-    transfer = lambda b: [t.to(dev, non_blocking=True) for t in b]
+    transfer = accel.transfer(dev, accel.uses_channels_last(cfg.train, dev, splits.info))
     stream = echo.from_config(cfg, source, ready=clock.ready if clock else source.ready, agree=comm.agree,
                               transfer=transfer, on_echo=splits.augment if cfg.data.augment_on_echo else None)
     amp = amp_context(cfg.train, dev)
