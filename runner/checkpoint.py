@@ -27,6 +27,8 @@ def save(run_dir: Path, rank: int, state: dict) -> None:
             f.flush()
             os.fsync(f.fileno())  # the rename must not land before the bytes do
         os.replace(tmp, p)
+        for stale in p.parent.glob(f"{p.stem}.tmp*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     except OSError as e:
         raise ConfigError(
             f"could not write the checkpoint {p}: {e.strerror or e}. The previous checkpoint (if any) is "

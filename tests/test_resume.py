@@ -1,0 +1,228 @@
+"""Exact resume: a run killed at any point and started again with the same command ends with the
+records (wall-clock fields aside), summary and model of a run that was never interrupted.
+
+Most launches are forked from this process (the real ``runner.cli.main`` with the command's
+arguments, minus the ~15 s of imports a fresh interpreter pays); the kill points are reached
+deterministically by wrapping a function in the child before it starts. A pre-emption is a
+SIGTERM from outside, an external kill a SIGKILL from outside as soon as a record lands.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from runner import checkpoint
+from runner.schema import ConfigError
+from tests.conftest import read_records, without_wall
+
+# Digits, a small CNN, cosine echoing, a simulated GPU (deterministic sim_s and idle_s) and a pipeline
+# slowed to 2,000 examples/s for real, so an external signal lands mid-run: 6 records, ~1 s of training.
+ARGS = ("logger.progress=false", "train.threads=1", "model.width=8", "data.max_test_examples=120",
+        "budget.example_loads=1600", "eval.every_loads=320", "hardware=gpu_nvme", "pipeline.examples_per_s=2000")
+
+
+def fork_cli(run_dir: Path, log: Path, kill: str | None = None, args: tuple = ARGS) -> int:
+    """Run ``echo-run ARGS hydra.run.dir=run_dir`` in a forked child; returns its exit status, or
+    -9 when it was killed. ``kill="evaluate:2"`` SIGKILLs the child inside its 2nd evaluation,
+    ``"save:2"`` just before its 2nd checkpoint write, ``"rename:1"`` after its 1st checkpoint's
+    bytes are on disk but before the rename."""
+    return wait(start(run_dir, log, kill, args))
+
+
+def wait(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def start(run_dir: Path, log: Path, kill: str | None = None, args: tuple = ARGS) -> int:
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 70
+        try:
+            out = open(log, "w", buffering=1)
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            sys.stdout = sys.stderr = out
+            if kill:
+                _arm(kill)
+            sys.argv = ["echo-run", *args, f"hydra.run.dir={run_dir}"]
+            from runner.cli import main
+
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent through the log
+            print(f"child failed: {e!r}", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def _arm(kill: str) -> None:
+    """In the child: SIGKILL this process at the named point (the n-th call of a function)."""
+    what, n = kill.split(":")
+    calls = {"n": 0}
+
+    def due() -> bool:
+        calls["n"] += 1
+        return calls["n"] == int(n)
+
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    import runner.train as train
+
+    if what == "evaluate":
+        real = train.evaluate
+
+        def evaluate(*a, **k):
+            out = real(*a, **k)
+            if due():
+                die()  # the evaluation is done, its record not yet written
+            return out
+
+        train.evaluate = evaluate
+    elif what == "save":
+        real_save = checkpoint.save
+
+        def save(*a, **k):
+            if due():
+                die()  # the record is written, its checkpoint not
+            return real_save(*a, **k)
+
+        checkpoint.save = save
+    elif what == "rename":
+        real_replace = os.replace
+
+        def replace(src, dst, *a, **k):
+            if str(dst).endswith(".pt") and due():
+                die()  # the new checkpoint's bytes are in rank0.tmp<pid>, the old one still in place
+            return real_replace(src, dst, *a, **k)
+
+        os.replace = replace
+
+
+def ckpt(run_dir: Path) -> dict:
+    return torch.load(checkpoint.path(run_dir, 0), weights_only=True)
+
+
+def lines(run_dir: Path) -> int:
+    p = run_dir / "metrics.jsonl"
+    return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+def deterministic(summary: dict) -> dict:
+    """A summary less what the wall clock or the machine decides."""
+    s = dict(summary, final=without_wall([summary["final"]])[0])
+    reached = s["target"]["reached"]
+    if reached:
+        s["target"] = dict(s["target"], reached={k: v for k, v in reached.items() if k != "wall_s"})
+    return {k: v for k, v in s.items() if k not in ("git_revision", "versions")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    # Imported once here, so that each forked run starts in a second instead of importing for 15.
+    import runner.cli, runner.train, sklearn.datasets, torch._dynamo, transformers  # noqa: F401, E401
+
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    assert fork_cli(ref, ref.parent / "log") == 0, (ref.parent / "log").read_text()
+    return ref
+
+
+def test_killed_and_preempted_run_resumes_exactly(reference, tmp_path):
+    run, log = tmp_path / "run", tmp_path / "log"
+
+    # 1. SIGKILL during the second evaluation, before any checkpoint exists.
+    assert fork_cli(run, log, "evaluate:2") == -9
+    assert lines(run) == 1 and not checkpoint.path(run, 0).exists()
+
+    # 2. Start again (from scratch: no checkpoint); SIGKILL between record 3 and its checkpoint.
+    assert fork_cli(run, log, "save:2") == -9
+    assert lines(run) == 3 and ckpt(run)["counters"]["records"] == 2  # record 3 will be replayed
+
+    # 3. SIGKILL after the next checkpoint's bytes are written but before the rename.
+    before = checkpoint.path(run, 0).read_bytes()
+    assert fork_cli(run, log, "rename:1") == -9
+    assert checkpoint.path(run, 0).read_bytes() == before  # the previous checkpoint is whole
+    assert list((run / "checkpoint").glob("rank0.tmp*"))  # the interrupted write's leftover
+
+    # 4. Pre-empted with SIGTERM mid-run, as a cluster does: it checkpoints and exits 143.
+    n = lines(run)
+    pid = start(run, log)
+    deadline = time.monotonic() + 240
+    while lines(run) <= n and time.monotonic() < deadline:
+        time.sleep(0.002)  # until this process has written a record of its own
+    os.kill(pid, signal.SIGTERM)
+    assert wait(pid) == 143, log.read_text()
+    err = log.read_text()
+    assert "run the same command again" in err and "Traceback" not in err
+    st = ckpt(run)["counters"]
+    assert 0 < st["example_loads"] < 1600 and not (run / "summary.json").exists()
+    assert not list((run / "checkpoint").glob("rank0.tmp*"))  # a good save clears stale leftovers
+
+    # 5. An external SIGKILL as soon as one more record lands.
+    n = lines(run)
+    pid = start(run, log)
+    deadline = time.monotonic() + 240
+    while lines(run) <= n and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    assert wait(pid) == -9, log.read_text()
+    assert not (run / "summary.json").exists()
+
+    # 6. The same command once more finishes the run.
+    assert fork_cli(run, log) == 0, log.read_text()
+
+    got, want = read_records(run), read_records(reference)
+    assert len(want) == 6 and [r["example_loads"] for r in got] == [r["example_loads"] for r in want]
+    assert without_wall(got) == without_wall(want)  # every field, bit for bit, wall clocks aside
+    assert got[-1]["echo_steps"] > 0 and got[-1]["sim_s"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert deterministic(summary) == deterministic(json.loads((reference / "summary.json").read_text()))
+    a, b = ckpt(run), ckpt(reference)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x["momentum_buffer"], y["momentum_buffer"])
+               for x, y in zip(a["opt"]["state"].values(), b["opt"]["state"].values()))
+
+    # 7. A complete run is left alone by the same command.
+    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert fork_cli(run, log) == 0 and "nothing to do" in log.read_text()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+
+
+def test_full_disk_on_checkpoint_keeps_the_previous_one(tmp_path):
+    """ENOSPC for real: the temporary checkpoint file is a link to /dev/full."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    state = {"w": torch.arange(10.0)}
+    checkpoint.save(tmp_path, 0, state)
+    before = checkpoint.path(tmp_path, 0).read_bytes()
+    tmp = checkpoint.path(tmp_path, 0).with_suffix(f".tmp{os.getpid()}")
+    os.symlink("/dev/full", tmp)
+    with pytest.raises(ConfigError) as e:
+        checkpoint.save(tmp_path, 0, {"w": torch.zeros(1000)})
+    msg = str(e.value)
+    assert os.strerror(errno.ENOSPC) in msg and "previous checkpoint" in msg and "same command" in msg
+    assert checkpoint.path(tmp_path, 0).read_bytes() == before
+    assert not tmp.exists() and not tmp.is_symlink()
+    assert torch.equal(checkpoint.load(tmp_path, 0)["w"], state["w"])
+
+
+def test_a_damaged_checkpoint_is_refused_not_overwritten(tmp_path):
+    p = checkpoint.path(tmp_path, 0)
+    p.parent.mkdir()
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        checkpoint.load(tmp_path, 0)
+    assert p.read_bytes() == b"not a checkpoint"
