@@ -39,6 +39,7 @@ FIG_CLAIM_SET := dataset=cifar10 hardware=gpu_network_storage
 FIG_LRS := 0.025,0.05,0.1,0.2,0.4
 FIG_PS := 1.0,0.5,0.25,0.125
 FIG_CLAIM_LRS := 0.025,0.1
+FIG_YLIM :=
 else
 FIG_RUNS := results/small
 FIG_OUT := results/figures
@@ -47,6 +48,7 @@ FIG_CLAIM_SET := train.threads=1 budget.example_loads=2874 eval.every_loads=96 h
 FIG_LRS := 0.01,0.03,0.1,0.3,1.0
 FIG_PS := 1.0,0.5,0.25,0.125,0.0625
 FIG_CLAIM_LRS := 0.01,0.05
+FIG_YLIM := --ylim 0.8 1.0
 endif
 # A multirun whose job directories are named by their overrides, so that a finished job is found
 # again; exit status 1 (some run diverged, which the figures show) does not stop make.
@@ -59,11 +61,11 @@ figures: fig-methods fig-best-lr fig-claim  ## every figure (SCALE=small on digi
 fig-methods: $(VENV_STAMP)  ## SGD, cosine, constant p, batch and adaptive echoing vs loads, steps, wall and sim time
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/methods $(FIG_SET) schedule=none,constant,cosine seed=0,1,2 $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/methods $(FIG_SET) echo=batch,adaptive seed=0,1,2 $(FIG_OK)
-	$(REPORT) curves $(FIG_RUNS)/methods --out $(FIG_OUT)/methods
+	$(REPORT) curves $(FIG_RUNS)/methods --out $(FIG_OUT)/methods $(FIG_YLIM)
 
 fig-best-lr: $(VENV_STAMP)  ## learning-rate sweep: best lr per method (table) and methods at their best lr
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/best_lr $(FIG_SET) optim.lr=$(FIG_LRS) schedule=none,constant,cosine seed=0,1 $(FIG_OK)
-	$(REPORT) best-lr $(FIG_RUNS)/best_lr --out $(FIG_OUT)/best_lr
+	$(REPORT) best-lr $(FIG_RUNS)/best_lr --out $(FIG_OUT)/best_lr $(FIG_YLIM)
 
 fig-claim: $(VENV_STAMP)  ## loads, steps and sim time to target vs reuses per fresh batch (1/p), with the ideal
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/claim $(FIG_CLAIM_SET) optim.lr_schedule=constant optim.lr=$(FIG_CLAIM_LRS) schedule=constant schedule.p=$(FIG_PS) seed=0,1,2 $(FIG_OK)

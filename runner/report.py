@@ -29,7 +29,8 @@ from .metrics import read_jsonl
 from .summary import method_label, time_to_target
 
 XS = {"example_loads": "example loads", "step": "gradient steps", "epoch": "epochs",
-      "wall_s": "wall-clock training time (s)", "sim_s": "simulated time (s)"}
+      "wall_s": "wall-clock training time (s)", "sim_s": "simulated time (s)",
+      "comm_rounds": "communication rounds", "comm_bytes": "collective payload (bytes)"}
 YS = {"test_acc": "test accuracy", "test_ppl": "test perplexity", "test_loss": "test loss",
       "train_loss": "training loss"}
 # One colour per method in every figure. Methods not listed get a colour from their name's hash,
@@ -218,9 +219,9 @@ def _title(dataset: str, model: str, lr: str, extra: str = "") -> str:
     return textwrap.fill(t + (f" · {extra}" if extra else ""), 90)
 
 
-def plot_methods(ax, by_method: dict, x: str, y: str, labels: Optional[dict] = None) -> None:
+def plot_methods(ax, by_method: dict, x: str, y: str, labels: Optional[dict] = None, ylim=None) -> None:
     """One line per method (mean over its seeds) with a min-max band; diverged seeds are left out
-    of the mean and counted in the legend."""
+    of the mean and counted in the legend. Against example loads, epochs are on the top axis."""
     for method, runs in by_method.items():
         ok = [r for r in runs if r.status != "diverged"]
         label = (labels or {}).get(method, method)
@@ -240,14 +241,28 @@ def plot_methods(ax, by_method: dict, x: str, y: str, labels: Optional[dict] = N
     ax.set_ylabel(YS.get(y, y))
     if y == "test_ppl":
         ax.set_yscale("log")
+    if ylim:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
+    per_epoch = _loads_per_epoch([r for rs in by_method.values() for r in rs])
+    if x == "example_loads" and per_epoch:
+        top = ax.secondary_xaxis("top", functions=(lambda v: v / per_epoch, lambda e: e * per_epoch))
+        top.set_xlabel(XS["epoch"])
+
+
+def _loads_per_epoch(runs) -> Optional[float]:
+    for run in runs:
+        for r in run.records:
+            if _finite(r.get("epoch")) and r["epoch"] > 0:
+                return r["example_loads"] / r["epoch"]
+    return None
 
 
 def _available(runs, x: str) -> bool:
     return any(_finite(r.get(x)) for run in runs for r in run.records[1:])
 
 
-def curves_figs(runs, xs, y: str, out: Path) -> list:
+def curves_figs(runs, xs, y: str, out: Path, ylim=None) -> list:
     """[(figure, path stem)]: one per (data set, model, budget, lr), a panel per x axis, a line per
     method."""
     figs = []
@@ -257,10 +272,14 @@ def curves_figs(runs, xs, y: str, out: Path) -> list:
         if not axes_x or not _available(rs, y):
             continue
         plt = _plt()
-        fig, axes = plt.subplots(1, len(axes_x), figsize=(4.6 * len(axes_x) + 0.6, 4.0), squeeze=False)
+        cols = min(len(axes_x), 2)  # two columns keep the figure printable at its saved size
+        rows = -(-len(axes_x) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols + 0.4, 4.0 * rows + 0.4), squeeze=False)
         by_method = {m: v for (m,), v in group(rs, "method").items()}
-        for ax, x in zip(axes[0], axes_x):
-            plot_methods(ax, by_method, x, y)
+        for ax, x in zip(axes.flat, axes_x):
+            plot_methods(ax, by_method, x, y, ylim=ylim)
+        for ax in list(axes.flat)[len(axes_x):]:
+            ax.set_visible(False)
         axes[0][0].legend(loc="best", frameon=False)
         fig.suptitle(_title(dataset, model, f"{lr:g}", "mean over seeds, band: min to max"))
         fig.tight_layout()
@@ -369,7 +388,7 @@ def _by(rows, *keys) -> dict:
     return out
 
 
-def best_figs(runs, rows, x: str, y: str, out: Path) -> list:
+def best_figs(runs, rows, x: str, y: str, out: Path, ylim=None) -> list:
     """[(figure, path stem)]: each method at its own best learning rate, one figure per (data set,
     model, budget)."""
     figs = []
@@ -386,7 +405,7 @@ def best_figs(runs, rows, x: str, y: str, out: Path) -> list:
             continue
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        plot_methods(ax, by_method, x, y, labels)
+        plot_methods(ax, by_method, x, y, labels, ylim=ylim)
         ax.legend(loc="best", frameon=False)
         lrs = ", ".join(f"{m} {best[(dataset, model, budget, m)]:g}" for m in by_method)
         ax.set_title(_title(dataset, model, f"best per method ({lrs})"), fontsize=FONT_PT)
@@ -543,6 +562,7 @@ def parser() -> argparse.ArgumentParser:
     def common(p, out: Optional[str]):
         p.add_argument("dirs", nargs="+", help="run directories or directories above them")
         p.add_argument("--metric", help="test_acc | test_ppl | test_loss | train_loss (default: by task)")
+        p.add_argument("--ylim", nargs=2, type=float, metavar=("LO", "HI"), help="the metric axis' range")
         if out:
             p.add_argument("--out", default=out, help="output path without extension (default: %(default)s)")
         return p
@@ -573,11 +593,11 @@ def main(argv=None) -> int:
         out = Path(args.out)
         written = []
         if args.cmd == "curves":
-            figs = curves_figs(runs, args.x, metric, out)
+            figs = curves_figs(runs, args.x, metric, out, args.ylim)
         elif args.cmd == "best-lr":
             rows = lr_table(runs, metric)
             written = write_tables(rows, out)
-            figs = best_figs(runs, rows, args.x, metric, out)
+            figs = best_figs(runs, rows, args.x, metric, out, args.ylim)
             print(_ext(out, ".md").read_text())
         else:
             figs = claim_figs(runs, metric, args.target, out)
