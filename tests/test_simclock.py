@@ -88,7 +88,7 @@ def test_ratio_overrides_a_profile_and_bad_values_are_refused():
 
 def test_runs_on_a_profile_follow_the_model_and_are_deterministic(tmp_path: Path):
     """End to end on digits: R = 4 step-times per batch."""
-    common = ("hardware=ratio", "hardware.ratio=4", "eval.every_loads=320")
+    common = ("hardware=ratio", "hardware.ratio=4", "eval.every_loads=320", "model.width=8")
     recs, _ = run_inproc(tmp_path / "a", "echo=adaptive", "budget.steps=80", *common)
     last = recs[-1]
     batches = last["example_loads"] / 32
