@@ -78,3 +78,11 @@ dp-table: $(VENV_STAMP)  ## 2 ranks on digits: comm rounds, bytes, accuracy and 
 	$(FIG_SWEEP) hydra.sweep.dir=results/small/dp $(DP_SET) comm=allreduce,grad_accum,periodic,on_load,probabilistic seed=0,1 $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=results/small/dp $(DP_SET) comm=allreduce schedule=none seed=0,1 $(FIG_OK)
 	mkdir -p results/bench && $(PY) scripts/dp_table.py results/small/dp | tee results/bench/dp_table.md
+
+# ---- the input pipeline, the clocks and the advisor (README, "The input pipeline, ...") ----
+ADVISE_ARGS ?= --set train.threads=1
+advise: $(VENV_STAMP)  ## loader speed R x echo level grid on digits (simulated clock): heatmap + table in results/advisor/
+	OMP_NUM_THREADS=1 $(PY) -m runner.advise $(ADVISE_ARGS)
+
+bench: $(VENV_STAMP)  ## runner overhead, echo-step cost, wall-clock speed-up at R=4: results/bench/bench.json
+	OMP_NUM_THREADS=1 $(PY) scripts/bench.py $(BENCH_ARGS)
