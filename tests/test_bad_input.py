@@ -1,0 +1,194 @@
+"""Bad input costs seconds: every refusal exits 2 with one sentence that says what and how to fix,
+no traceback, and leaves an existing run directory byte for byte as it was.
+
+Three layers, cheapest first: every range of ``schema.validate`` on one composed config (a table of
+value cases, milliseconds each); the CLI in this process for each kind of refusal (Hydra's
+composition, the schema, the file system, the run directory); and a few real ``echo-run``
+processes for the exit status a shell sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from runner.schema import ConfigError, validate
+from tests.conftest import ECHO_RUN, ROOT, cli, make_cfg, run_inproc
+
+TINY = ("budget.example_loads=64", "eval.every_loads=null", "model.width=4", "data.max_test_examples=32")
+
+# (overrides applied to the default config, text the message must contain). Every range and choice
+# that validate() checks, at or just past its edge.
+VALUES = [
+    ({"data.task": "vision"}, "data.task='vision'"),
+    ({"data.batch_size": 0}, "data.batch_size=0"),
+    ({"data.test_fraction": 1.0}, "data.test_fraction=1.0"),
+    ({"data.block_size": -4}, "data.block_size=-4"),
+    ({"data.vocab_size": 100}, "data.vocab_size=100"),
+    ({"data.num_workers": -1}, "data.num_workers=-1"),
+    ({"data.max_train_examples": 0}, "data.max_train_examples=0"),
+    ({"schedule.name": "exponential"}, "schedule.name='exponential'"),
+    ({"schedule.name": "constant", "schedule.p": 0.0}, "schedule.p=0.0"),
+    ({"schedule.name": "constant", "schedule.p": 1.5}, "schedule.p=1.5"),
+    ({"schedule.p_max": 0.5, "schedule.p_min": 0.9}, "schedule.p_min=0.9"),
+    ({"schedule.p_min": -0.1}, "schedule.p_min=-0.1"),
+    ({"schedule.name": "step", "schedule.gamma": 2.0}, "schedule.gamma=2.0"),
+    ({"schedule.name": "step", "schedule.milestones": [0.75, 0.5]}, "schedule.milestones"),
+    ({"echo.policy": "sometimes"}, "echo.policy='sometimes'"),
+    ({"echo.factor": 0.5}, "echo.factor=0.5"),
+    ({"echo.buffer": 0}, "echo.buffer=0"),
+    ({"echo.policy": "adaptive"}, "echo=adaptive needs"),
+    ({"optim.lr": 0.0}, "optim.lr=0.0"),
+    ({"optim.lr": float("nan")}, "optim.lr=nan"),
+    ({"optim.momentum": 1.0}, "optim.momentum=1.0"),
+    ({"optim.weight_decay": -0.1}, "optim.weight_decay=-0.1"),
+    ({"optim.lr_schedule": "exp"}, "optim.lr_schedule='exp'"),
+    ({"optim.warmup": 1.0}, "optim.warmup=1.0"),
+    ({"optim.lr_min_ratio": 2.0}, "optim.lr_min_ratio=2.0"),
+    ({"optim.grad_clip": 0.0}, "optim.grad_clip=0.0"),
+    ({"budget.example_loads": None}, "budget='null'"),
+    ({"budget.example_loads": -5}, "budget.example_loads=-5"),
+    ({"budget.steps": 0}, "budget.steps=0"),
+    ({"budget.sim_s": 10.0}, "budget.sim_s=10.0"),  # no hardware profile to simulate it
+    ({"eval.every_loads": 0}, "eval.every_loads=0"),
+    ({"eval.batch_size": 0}, "eval.batch_size=0"),
+    ({"target.mode": "up"}, "target.mode='up'"),
+    ({"pipeline.examples_per_s": 0.0}, "pipeline.examples_per_s=0.0"),
+    ({"pipeline.prefetch": 0}, "pipeline.prefetch=0"),
+    ({"comm.name": "gossip"}, "comm.name='gossip'"),
+    ({"comm.k": 0}, "comm.k=0"),
+    ({"comm.period": 0}, "comm.period=0"),
+    ({"comm.warmup_steps": -1}, "comm.warmup_steps=-1"),
+    ({"comm.schedule.p": 2.0}, "comm.schedule.p=2.0"),
+    ({"launcher.name": "slurm"}, "launcher.name='slurm'"),
+    ({"launcher.nproc_per_node": 0}, "launcher.nproc_per_node=0"),
+    ({"launcher.max_restarts": -1}, "launcher.max_restarts=-1"),
+    ({"launcher.backend": "mpi"}, "launcher.backend='mpi'"),
+    ({"logger.name": "tensorboard"}, "logger.name='tensorboard'"),
+    ({"logger.mode": "cloud"}, "logger.mode='cloud'"),
+    ({"train.amp": "fp8"}, "train.amp='fp8'"),
+    ({"train.device": "tpu"}, "train.device='tpu'"),
+    ({"train.threads": 0}, "train.threads=0"),
+    ({"checkpoint.every_loads": 0}, "checkpoint.every_loads=0"),
+    ({"resume": "sometimes"}, "resume='sometimes'"),
+]
+HARDWARE = [
+    ({"hardware.step_s": 0.0}, "hardware.step_s=0.0"),
+    ({"hardware.load_s_per_example": -1.0}, "hardware.load_s_per_example=-1.0"),
+    ({"hardware.workers": 0}, "hardware.workers=0"),
+    ({"hardware.prefetch": 0}, "hardware.prefetch=0"),
+    ({"hardware.comm_latency_s": -1.0}, "hardware.comm_latency_s=-1.0"),
+    ({"hardware.comm_bandwidth_Bps": 0.0}, "hardware.comm_bandwidth_Bps=0.0"),
+]
+
+
+@pytest.fixture(scope="module")
+def base():
+    return make_cfg(), make_cfg("hardware=gpu_nvme")
+
+
+@pytest.mark.parametrize("values, says", VALUES + HARDWARE, ids=lambda v: ",".join(v) if isinstance(v, dict) else None)
+def test_every_range_and_choice_is_refused(base, values, says):
+    cfg = OmegaConf.create(OmegaConf.to_container(base[values in [v for v, _ in HARDWARE]]))
+    with open_dict(cfg):
+        for k, v in values.items():
+            OmegaConf.update(cfg, k, v, merge=False)
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    msg = str(e.value)
+    assert says in msg and "\n" not in msg and msg.endswith(".")
+
+
+def test_the_defaults_and_every_edge_inside_the_ranges_pass(base):
+    ok = {"schedule.p_min": 1.0, "optim.momentum": 0.0, "optim.warmup": 0.0, "optim.lr_min_ratio": 1.0,
+          "echo.factor": 1.0, "data.num_workers": 0, "comm.warmup_steps": 0, "launcher.max_restarts": 0}
+    cfg = OmegaConf.create(OmegaConf.to_container(base[0]))
+    for k, v in ok.items():
+        OmegaConf.update(cfg, k, v)
+    validate(cfg)
+    validate(base[1])
+
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory) -> Path:
+    """A complete run directory that no refused command may touch."""
+    run = tmp_path_factory.mktemp("existing") / "run"
+    run_inproc(run, *TINY)
+    assert (run / "summary.json").exists()
+    return run
+
+
+def snapshot(d: Path) -> dict:
+    return {p.relative_to(d): (p.read_bytes() if p.is_file() else None) for p in sorted(d.rglob("*"))}
+
+
+def cli_inproc(*args: str) -> tuple[int, str]:
+    """``echo-run ARGS`` in this process; returns (exit status, stderr)."""
+    from runner.cli import main
+
+    err = io.StringIO()
+    argv = sys.argv
+    sys.argv = ["echo-run", "logger.progress=false", "train.threads=1", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return code, err.getvalue()
+
+
+# (arguments, text stderr must contain, where: "existing" run dir, a "new" one, or given in the args)
+KINDS = [
+    (["optim.lrr=0.1"], "Key 'lrr' not in", "existing"),  # a typo (Hydra)
+    (["+optim.lrr=0.1"], "optim.lrr is not an option", "existing"),  # a typo forced in (schema)
+    (["+model.widht=8"], "model.widht is not an option of model", "existing"),  # the model's arguments
+    (["optim.lr=abc"], "could not be converted to Float", "existing"),  # wrong type
+    (["schedule=bogus"], "Could not find 'schedule/bogus'", "existing"),  # no such option
+    (["echo.policy=sometimes"], "echo.policy='sometimes'", "existing"),  # bad choice
+    (["optim.lr=-1"], "optim.lr=-1.0 is not valid", "existing"),  # a range
+    (["budget.example_loads=null"], "give budget.example_loads", "existing"),
+    (["data.root={tmp}/missing", "data.download=false"], "does not exist and data.download=false", "new"),
+    (["data.root={tmp}/a_file"], "is a file, not a directory", "new"),
+    (["data.root={tmp}/a_file/sub"], "cannot be created", "new"),
+    (["hydra.run.dir={tmp}/a_file/run"], "cannot write the run directory", "args"),  # unwritable output
+    (["optim.lr=0.2"], "holds a run of another configuration", "existing"),  # another run's directory
+    (["resume=never"], "resume=never", "existing"),
+    (["hydra.run.dir={tmp}/not_a_run"], "not an echo-run run", "args"),  # a directory of other files
+]
+
+
+@pytest.mark.parametrize("args, says, where", KINDS, ids=[" ".join(k[0]) for k in KINDS])
+def test_each_kind_of_refusal_exits_2_and_touches_nothing(existing, tmp_path, args, says, where):
+    (tmp_path / "a_file").write_text("data\n")
+    (tmp_path / "not_a_run").mkdir()
+    (tmp_path / "not_a_run" / "notes.txt").write_text("mine\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    if where != "args":
+        args.append(f"hydra.run.dir={existing if where == 'existing' else tmp_path / 'new'}")
+    before, around = snapshot(existing), snapshot(tmp_path)
+    code, err = cli_inproc(*TINY, *args)
+    assert code == 2, err
+    assert says in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("echo-run: error: ") and last.endswith(".")  # one closing sentence to act on
+    assert snapshot(existing) == before and snapshot(tmp_path) == around  # nothing written, nothing created
+
+
+def test_a_shell_sees_status_2_for_a_refused_run_and_a_refused_sweep(existing, tmp_path):
+    before = snapshot(existing)
+    p = cli(*TINY, f"hydra.run.dir={existing}", "optim.lr=0.2")  # another configuration's directory
+    assert p.returncode == 2 and "another configuration" in p.stderr and "Traceback" not in p.stderr
+    # A sweep whose every job is refused: each job says why, the others are still tried, status 2.
+    p = subprocess.run([*ECHO_RUN, "-m", *TINY, f"hydra.sweep.dir={tmp_path}/sweep", "optim.lr=-1,-2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "job 0: optim.lr=-1.0 is not valid" in p.stderr and "job 1: optim.lr=-2.0 is not valid" in p.stderr
+    assert snapshot(existing) == before
