@@ -42,11 +42,11 @@ def crop_flip(x: torch.Tensor, pad: int = PAD, fill: Optional[torch.Tensor] = No
     top = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
     left = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=gen)
     flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+    # Two gathers (rows, then flipped/shifted columns): each example its own crop, no Python loop.
+    rows = (torch.arange(h, device=x.device) + top[:, None]).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
     cols = torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], w - 1 - cols, cols) + left[:, None]  # (n, w)
-    rows = torch.arange(h, device=x.device) + top[:, None]  # (n, h)
-    out = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]
+    cols = (torch.where(flip[:, None], w - 1 - cols, cols) + left[:, None]).view(n, 1, 1, w).expand(n, c, h, w)
+    out = padded.gather(2, rows).gather(3, cols)
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
@@ -64,13 +64,14 @@ class CifarSet(Dataset):
         return len(self.targets)
 
     def batch(self, idx: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = TF.to_dtype(self.images[idx], torch.float32, scale=True)
+        x = self.images[idx]
         if self.augment:
             # Seeded by the batch's indices (in order), not a shared generator: the same batch gets the
             # same views whichever thread loads it and after a resume, and epochs reshuffle the order.
             seed = int.from_bytes(hashlib.blake2b(torch.tensor(idx).numpy().tobytes(), digest_size=8).digest(), "little")
-            # before normalising, so the padding is black as in torchvision's RandomCrop
+            # on the uint8 pixels, so the padding is black as in torchvision's RandomCrop
             x = crop_flip(x, gen=torch.Generator().manual_seed(seed))
+        x = TF.to_dtype(x, torch.float32, scale=True)
         return TF.normalize(x, self.mean, self.std), self.targets[idx]
 
     def __getitems__(self, idx: List[int]) -> list:
