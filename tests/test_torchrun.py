@@ -13,7 +13,7 @@ from runner.schema import ConfigError
 
 from tests.conftest import cli, make_cfg
 
-SMALL = ("launcher=torchrun", "launcher.nproc_per_node=2", "train.threads=1", "data.batch_size=16",
+SMALL = ("launcher=torchrun", "launcher.nproc_per_node=2", "train.threads=1", "data.batch_size=16", "model.width=8",
          "data.max_test_examples=64", "eval.every_loads=null")
 
 
@@ -57,16 +57,19 @@ def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
     assert not (run / "summary.json").exists()
 
 
-def test_dry_run_prints_the_command_and_multi_node_options(tmp_path):
-    from runner.launch import command
+def test_dry_run_prints_the_command_and_multi_node_options(tmp_path, capsys):
+    from runner.cli import claim_run_dir
+    from runner.launch import command, torchrun
     from runner.summary import config_hash
 
     run = tmp_path / "run"
-    p = cli("launcher=torchrun", "launcher.nproc_per_node=4", "launcher.dry_run=true", f"hydra.run.dir={run}")
-    assert p.returncode == 0, p.stderr
+    cfg = make_cfg("launcher=torchrun", "launcher.nproc_per_node=4", "launcher.dry_run=true")
+    claim_run_dir(cfg, run)  # what echo-run does before launching
+    assert torchrun(cfg, run) is None
+    out = capsys.readouterr().out
     assert "torch.distributed.run --nproc-per-node=4 --max-restarts=0 --standalone -m runner.worker " \
-           f"{run.resolve()}/.hydra/config.yaml" in p.stdout
-    assert not (run / "metrics.jsonl").exists()  # nothing ran
+           f"{run.resolve()}/.hydra/config.yaml" in out
+    assert sorted(x.name for x in run.iterdir()) == [".hydra"]  # nothing ran
     stored = OmegaConf.load(run / ".hydra" / "config.yaml")  # what the workers will read
     assert stored.launcher.nproc_per_node == 4
     cfg = make_cfg("launcher=torchrun", "launcher.nnodes=2", "launcher.rdzv_endpoint=node0:29500",
