@@ -69,7 +69,7 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if got["signal"] is not None:
+    if rc != 0 and got["signal"] is not None:
         raise Preempted(f"stopped by signal {got['signal']}; the ranks wrote checkpoints: run the same "
                         "command again to continue")
     if rc != 0:
