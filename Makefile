@@ -30,7 +30,7 @@ test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun wit
 # Runs go to results/$(SCALE)/<figure>/<overrides>/; figures to results/figures/ (SCALE=paper:
 # results/figures/paper/). SCALE=small: the embedded digits data, minutes on a laptop CPU.
 # SCALE=paper: CIFAR-10 / ResNet-18 at the data set's own budget (a GPU machine with the data).
-.PHONY: fig-methods fig-best-lr fig-claim
+.PHONY: fig-methods fig-best-lr fig-claim fig-dp
 ifeq ($(SCALE),paper)
 FIG_RUNS := results/paper
 FIG_OUT := results/figures/paper
@@ -40,6 +40,7 @@ FIG_LRS := 0.025,0.05,0.1,0.2,0.4
 FIG_PS := 1.0,0.5,0.25,0.125
 FIG_CLAIM_LRS := 0.025,0.1
 FIG_YLIM :=
+FIG_DP_SET := dataset=cifar10 hardware=gpu_network_storage launcher.nproc_per_node=4
 else
 FIG_RUNS := results/small
 FIG_OUT := results/figures
@@ -49,14 +50,22 @@ FIG_LRS := 0.01,0.03,0.1,0.3,1.0
 FIG_PS := 1.0,0.5,0.25,0.125,0.0625
 FIG_CLAIM_LRS := 0.01,0.05
 FIG_YLIM := --ylim 0.8 1.0
+# Two CPU ranks; each communication round costs about one step-time (5 ms + 600 KB at 100 MB/s).
+FIG_DP_SET := $(FIG_SET) launcher.nproc_per_node=2 hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
 endif
-# A multirun whose job directories are named by their overrides, so that a finished job is found
-# again; exit status 1 (some run diverged, which the figures show) does not stop make.
-FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false 'hydra.sweep.subdir=$${hydra.job.override_dirname}'
+# A multirun whose job directories are named by the swept overrides (comm=on_load,seed=0), so that a
+# finished job is found again and skipped; the settings fixed for a figure are left out of the name:
+# after changing one of them, delete results/$(SCALE)/<figure>/ (echo-run refuses to reuse a
+# directory that holds another configuration). Exit status 1 (a run diverged, which the figures
+# show) does not stop make.
+FIG_FIXED := [logger.progress,train.threads,budget.example_loads,eval.every_loads,dataset,hardware,hardware.ratio,hardware.comm_latency_s,hardware.comm_bandwidth_Bps,launcher,launcher.nproc_per_node,optim.lr_schedule]
+FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false 'hydra.sweep.subdir=$${hydra.job.override_dirname}' \
+	'hydra.job.config.override_dirname.exclude_keys=$(FIG_FIXED)'
 FIG_OK := || [ $$? -eq 1 ]
 REPORT := .venv/bin/echo-report
 
-figures: fig-methods fig-best-lr fig-claim  ## every figure (SCALE=small on digits, or SCALE=paper)
+figures: $(VENV_STAMP)  ## every figure (SCALE=small on digits, or SCALE=paper), two sweeps at a time
+	$(MAKE) -j2 fig-methods fig-best-lr fig-claim fig-dp
 
 fig-methods: $(VENV_STAMP)  ## SGD, cosine, constant p, batch and adaptive echoing vs loads, steps, wall and sim time
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/methods $(FIG_SET) schedule=none,constant,cosine seed=0,1,2 $(FIG_OK)
@@ -80,9 +89,14 @@ dp-table: $(VENV_STAMP)  ## 2 ranks on digits: comm rounds, bytes, accuracy and 
 	mkdir -p results/bench && $(PY) scripts/dp_table.py results/small/dp | tee results/bench/dp_table.md
 
 # ---- the input pipeline, the clocks and the advisor (README, "The input pipeline, ...") ----
-ADVISE_ARGS ?= --set train.threads=1
+ADVISE_ARGS ?= --seeds 0 1 --set train.threads=1
 advise: $(VENV_STAMP)  ## loader speed R x echo level grid on digits (simulated clock): heatmap + table in results/advisor/
 	OMP_NUM_THREADS=1 $(PY) -m runner.advise $(ADVISE_ARGS)
 
 bench: $(VENV_STAMP)  ## runner overhead, echo-step cost, wall-clock speed-up at R=4: results/bench/bench.json
 	OMP_NUM_THREADS=1 $(PY) scripts/bench.py $(BENCH_ARGS)
+
+fig-dp: $(VENV_STAMP)  ## data-parallel: allreduce, grad_accum, periodic vs on_load and probabilistic echoing (torchrun)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp $(FIG_DP_SET) launcher=torchrun schedule=none comm=allreduce,grad_accum,periodic seed=0,1 $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp $(FIG_DP_SET) launcher=torchrun schedule=constant comm=on_load,probabilistic seed=0,1 $(FIG_OK)
+	$(REPORT) curves $(FIG_RUNS)/dp --out $(FIG_OUT)/dp --x example_loads step comm_rounds sim_s $(FIG_YLIM)

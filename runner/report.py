@@ -408,7 +408,7 @@ def best_figs(runs, rows, x: str, y: str, out: Path, ylim=None) -> list:
         plot_methods(ax, by_method, x, y, labels, ylim=ylim)
         ax.legend(loc="best", frameon=False)
         lrs = ", ".join(f"{m} {best[(dataset, model, budget, m)]:g}" for m in by_method)
-        ax.set_title(_title(dataset, model, f"best per method ({lrs})"), fontsize=FONT_PT)
+        fig.suptitle(_title(dataset, model, f"best per method: {lrs}"))
         fig.tight_layout()
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
     return figs
@@ -542,6 +542,36 @@ def _write_claim_csv(pts, out: Path) -> None:
         w.writerows(pts)
 
 
+# ------------------------------------------------------------------------- table beside the curves
+def method_table(runs, metric: str) -> str:
+    """Markdown: per (data set, model, lr, method), the final metric and each clock to the runs'
+    target, mean ± sd over seeds ('—' where a seed missed the target)."""
+    lines = []
+    for (dataset, model, budget, lr), rs in group(runs, "dataset", "model", "budget", "lr").items():
+        t = rs[0].config.get("target", {})
+        if t.get("value") is None:
+            continue
+        op = "≥" if t.get("mode", "max") == "max" else "≤"
+        lines += [f"### {dataset} · {model} · lr {lr:g} · {budget}", "",
+                  f"| method | seeds | final {metric} | to {t['metric']} {op} {t['value']:g}: example loads | "
+                  "steps | sim_s | wall_s |", "|---|---|---|---|---|---|---|"]
+        for (m,), mr in group(rs, "method").items():
+            fin = np.array([r.final(metric) for r in mr])
+            hits = [to_target(r, t["metric"], t["value"], t.get("mode", "max")) for r in mr]
+
+            def cell(k):
+                v = [h[k] for h in hits if h is not None and _finite(h.get(k))]
+                f = ".2f" if k.endswith("_s") else ".0f"
+                return f"{np.mean(v):{f}} ± {np.std(v):{f}}" if len(v) == len(mr) else "—"
+
+            div = sum(r.status == "diverged" for r in mr)
+            final = f"{np.nanmean(fin):.4f} ± {np.nanstd(fin):.4f}" if div < len(mr) else "diverged"
+            lines.append(f"| {m} | {len(mr)}{f' ({div} diverged)' if div else ''} | {final} | "
+                         + " | ".join(cell(k) for k in ("example_loads", "step", "sim_s", "wall_s")) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------- CLI
 def runs_table(runs, metric: str) -> str:
     lines = [f"{'method':<22} {'lr':>8} {'seed':>5} {'status':<10} {'loads':>8} {'steps':>7} {metric:>10}  dir"]
@@ -594,6 +624,12 @@ def main(argv=None) -> int:
         written = []
         if args.cmd == "curves":
             figs = curves_figs(runs, args.x, metric, out, args.ylim)
+            table = method_table(runs, metric)
+            if table:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                _ext(out, ".md").write_text(table)
+                written.append(_ext(out, ".md"))
+                print(table)
         elif args.cmd == "best-lr":
             rows = lr_table(runs, metric)
             written = write_tables(rows, out)

@@ -84,6 +84,8 @@ def test_every_figure_is_written_from_the_cli(sweep, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     for lr in ("1e-06", "0.05", "1000"):  # one curves figure per learning rate, diverged ones included
         assert f"curves-digits-SmallCNN-lr{lr}.png" in names and f"curves-digits-SmallCNN-lr{lr}.pdf" in names
+    md = (tmp_path / "curves.md").read_text()  # the table beside the curves: diverged runs say so
+    assert md.count("| sgd | 2 (2 diverged) | diverged |") == 1 and md.count("| sgd | 2 | 0.") == 2
     # Only lr 0.05 reaches 50% accuracy, so the claim has one figure.
     assert {"claim.png", "claim.pdf", "claim.csv"} <= set(names)
     assert report.main(["runs", str(tmp_path / "nowhere")]) == 2
@@ -104,7 +106,7 @@ def test_titles_name_data_set_model_and_lr_and_fonts_are_readable(sweep):
         assert "digits" in title and "SmallCNN" in title and "lr " in title, title
         sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
         assert sizes and min(sizes) >= 10
-    best_title = figs[3][0].axes[0].get_title()
+    best_title = figs[3][0]._suptitle.get_text()
     assert "sgd 0.05" in best_title and "constant(p=0.5) 0.05" in best_title
     for lr in ("1e-06", "0.05", "1000"):
         assert any(f"lr {lr} " in (f._suptitle.get_text() if f._suptitle else "") for f, _ in figs[:3])
