@@ -123,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     c = Counters(next_eval=0, next_ckpt=cfg.checkpoint.every_loads or 0)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved)
-    state = checkpoint.load(run_dir, ctx.rank)
+    state = checkpoint.load_agreed(run_dir, ctx.rank, comm.reduce_max if ctx.world > 1 else None)
     if state is not None:
         if state["config_hash"] != chash:
             raise ConfigError(f"the checkpoint {checkpoint.path(run_dir, ctx.rank)} belongs to another "
@@ -230,10 +230,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             c.echo_steps += not s.fresh
             eval_due = bool(every_eval) and c.example_loads >= c.next_eval
             ckpt_due = bool(every_ckpt) and c.example_loads >= c.next_ckpt
-            if eval_due or ckpt_due or stop["signal"] or progress(c, b, clock.t if clock else None) >= 1.0:
+            alone_stopped = stop["signal"] is not None and ctx.world == 1
+            if eval_due or ckpt_due or alone_stopped or progress(c, b, clock.t if clock else None) >= 1.0:
                 c.wall_s += time.perf_counter() - t_start
                 source.pause()  # not training time: the pipeline must not load ahead meanwhile
-                if not math.isfinite(loss_acc.item()):
+                # One verdict for all ranks, which reach this point at the same steps: a signal or a
+                # NaN on any rank stops every rank here, so their checkpoints are of the same step.
+                stopping, bad = comm.reduce_max([float(stop["signal"] is not None),
+                                                 float(not math.isfinite(loss_acc.item()))])
+                if bad:
                     rec = record(u)
                     raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
                 if eval_due:
@@ -243,13 +248,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     bar.update(c.example_loads if unit == "loads" else c.step, step=c.step, p=s.p,
                                **{metric: rec.get(metric)})
                 if cfg.checkpoint.enabled and (ckpt_due or (eval_due and not cfg.checkpoint.every_loads)
-                                               or stop["signal"]):
+                                               or stopping):
                     while cfg.checkpoint.every_loads and c.next_ckpt <= c.example_loads:
                         c.next_ckpt += cfg.checkpoint.every_loads
                     save_checkpoint()
-                if stop["signal"]:
-                    raise Preempted(f"stopped by signal {stop['signal']} at step {c.step}; a checkpoint was "
-                                    "written: run the same command again to continue")
+                if stopping:
+                    raise Preempted(f"stopped by signal {stop['signal'] or 'on another rank'} at step {c.step}; a "
+                                    "checkpoint was written: run the same command again to continue")
                 source.resume()
                 t_start = time.perf_counter()
             elif c.step % 25 == 0:
