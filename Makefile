@@ -30,7 +30,7 @@ test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun wit
 # Runs go to results/$(SCALE)/<figure>/<overrides>/; figures to results/figures/ (SCALE=paper:
 # results/figures/paper/). SCALE=small: the embedded digits data, minutes on a laptop CPU.
 # SCALE=paper: CIFAR-10 / ResNet-18 at the data set's own budget (a GPU machine with the data).
-.PHONY: fig-methods fig-best-lr fig-claim fig-dp
+.PHONY: fig-methods fig-best-lr fig-claim fig-dp fig-advisor
 ifeq ($(SCALE),paper)
 FIG_RUNS := results/paper
 FIG_OUT := results/figures/paper
@@ -97,6 +97,11 @@ bench: $(VENV_STAMP)  ## runner overhead, echo-step cost, wall-clock speed-up at
 	OMP_NUM_THREADS=1 $(PY) scripts/bench.py $(BENCH_ARGS)
 
 fig-dp: $(VENV_STAMP)  ## data-parallel: allreduce, grad_accum, periodic vs on_load and probabilistic echoing (torchrun)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp $(FIG_DP_SET) launcher=torchrun schedule=none comm=allreduce,grad_accum,periodic seed=0,1 $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp $(FIG_DP_SET) launcher=torchrun schedule=constant comm=on_load,probabilistic seed=0,1 $(FIG_OK)
-	$(REPORT) curves $(FIG_RUNS)/dp --out $(FIG_OUT)/dp --x example_loads step comm_rounds sim_s $(FIG_YLIM)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/fig_dp $(FIG_DP_SET) launcher=torchrun schedule=none comm=allreduce,grad_accum,periodic seed=0,1 $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/fig_dp $(FIG_DP_SET) launcher=torchrun schedule=constant comm=on_load,probabilistic seed=0,1 $(FIG_OK)
+	$(REPORT) curves $(FIG_RUNS)/fig_dp --out $(FIG_OUT)/dp --x example_loads step comm_rounds sim_s $(FIG_YLIM)
+
+fig-advisor: $(VENV_STAMP)  ## the advisor's heatmap (make advise: R x echo level) copied to results/figures/advisor.*
+	OMP_NUM_THREADS=1 $(PY) -m runner.advise $(ADVISE_ARGS) --out results/$(SCALE)/advisor
+	mkdir -p $(FIG_OUT) && for f in png pdf; do cp results/$(SCALE)/advisor/heatmap.$$f $(FIG_OUT)/advisor.$$f; done
+	cp results/$(SCALE)/advisor/advice.md $(FIG_OUT)/advisor.md

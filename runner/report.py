@@ -40,9 +40,13 @@ COLOURS = {
     "constant(p=0.5)": "#ff7f0e", "constant(p=0.25)": "#8c564b", "constant(p=0.125)": "#e377c2",
     "constant(p=0.0625)": "#bcbd22", "batch(e=2.0)": "#9467bd", "example(e=2.0)": "#17becf",
     "adaptive": "#7f7f7f",
+    # data parallel (comm strategies)
+    "sgd+allreduce": "#393b79", "sgd+grad_accum": "#bd9e39", "sgd+periodic": "#637939",
+    "constant(p=0.5)+on_load": "#e6550d", "constant(p=0.5)+probabilistic": "#7b4173",
+    "cosine+on_load": "#843c39", "cosine+probabilistic": "#ce6dbd",
 }
 _SPARE = ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
-          "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+          "#9edae5", "#6b6ecf", "#b5cf6b", "#e7ba52", "#d6616b", "#a55194"]
 FONT_PT = 11  # every text in a figure is at least 10 pt at the saved size (figures are never scaled)
 
 
