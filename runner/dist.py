@@ -39,8 +39,21 @@ def init(device: str = "auto", backend: str = "auto") -> Ctx:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         be = backend if backend != "auto" else ("nccl" if dev.type == "cuda" else "gloo")
-        dist.init_process_group(be, device_id=dev if be == "nccl" else None)
+        dist.init_process_group(be, device_id=dev if be == "nccl" else None, **restart_store(rank, world))
     return Ctx(rank, world, local, dev)
+
+
+def restart_store(rank: int, world: int) -> dict:
+    """On one node, the store of this torchrun attempt under its own prefix. torchrun's agent keeps
+    one store across restarts and torch no longer prefixes it per attempt, so a restarted group
+    could read the dead group's addresses and hang in gloo's connect (seen with --max-restarts).
+    Several nodes keep torch's default: their restart counts may differ from node to node."""
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or env.get("GROUP_WORLD_SIZE", "1") != "1":
+        return {}
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False)
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {"store": dist.PrefixStore(f"echo-run/attempt{attempt}", store), "rank": rank, "world_size": world}
 
 
 def shutdown() -> None:

@@ -283,7 +283,6 @@ def worker_pid(run_dir: Path, rank: int):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="under investigation: the restarted gloo group sometimes fails to connect or hangs")
 def test_torchrun_restarts_a_killed_rank_and_ends_as_an_unbroken_run(tmp_path):
     from tests.conftest import ECHO_RUN, ROOT
 
@@ -293,17 +292,22 @@ def test_torchrun_restarts_a_killed_rank_and_ends_as_an_unbroken_run(tmp_path):
                        text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
 
-    job = subprocess.Popen([*ECHO_RUN, *TORCHRUN, f"hydra.run.dir={run}"], cwd=ROOT, env=env,
+    job = subprocess.Popen([*ECHO_RUN, *TORCHRUN, f"hydra.run.dir={run}"], cwd=ROOT, env=env, start_new_session=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while lines(run) < 2 and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)  # until rank 0 has written the record (and checkpoint) at 192 loads
-    victim = worker_pid(run.resolve(), 1)
-    assert victim is not None and lines(run) < 6, "the job ended before rank 1 could be killed"
-    os.kill(victim, signal.SIGKILL)
-    out, _ = job.communicate(timeout=400)
+    try:
+        deadline = time.monotonic() + 300
+        while lines(run) < 2 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # until rank 0 has written the record (and checkpoint) at 192 loads
+        victim = worker_pid(run.resolve(), 1)
+        assert victim is not None and lines(run) < 6, "the job ended before rank 1 could be killed"
+        os.kill(victim, signal.SIGKILL)
+        out, _ = job.communicate(timeout=400)
+    finally:
+        if job.poll() is None:  # a hang: take torchrun and its workers down with it
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
     assert job.returncode == 0, out[-3000:]
-    assert "restart" in out.lower() or worker_pid(run.resolve(), 1) is None
+    assert "exitcode: -9" in out and "local_rank: 1" in out  # torchrun saw the kill, and restarted
 
     assert without_wall(read_records(run)) == without_wall(read_records(ref))
     assert len(read_records(ref)) == 6
