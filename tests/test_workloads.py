@@ -205,18 +205,27 @@ def test_wikitext2_trains_through_the_loop(offline, tmp_path, monkeypatch):
     assert 1 < recs[-1]["test_ppl"] < 2 * 311  # about the vocabulary size for an untrained model
 
 
-@pytest.mark.parametrize("name, says", [
-    ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"), ("wikitext2", "wikitext-2-raw-v1")])
-def test_missing_data_exits_2_with_where_it_looked_and_the_fix(tmp_path, name, says):
+def test_missing_data_exits_2_with_where_it_looked_and_the_fix(tmp_path):
+    """Each data set, as a user meets it: three echo-run processes at once (they only start up)."""
+    import os
+    import subprocess
+
+    from tests.conftest import ECHO_RUN, ROOT
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = cli(f"hydra.run.dir={tmp_path / 'run'}", f"dataset={name}", f"data.root={empty}", "data.download=false",
-              env=hf_env(tmp_path))
-    assert out.returncode == 2, out.stderr
-    err = out.stderr
-    assert f"data set {name} was not found" in err and str(empty / says) in err and "To fix it" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one paragraph
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no records: the same command continues once the files are there
+    says = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "wikitext2": "wikitext-2-raw-v1"}
+    env = dict(os.environ, OMP_NUM_THREADS="1", **hf_env(tmp_path))
+    procs = {name: subprocess.Popen([*ECHO_RUN, f"hydra.run.dir={tmp_path / name}", f"dataset={name}",
+                                     f"data.root={empty}", "data.download=false"], cwd=ROOT, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in says}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        assert f"data set {name} was not found" in err and str(empty / says[name]) in err and "To fix it" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one paragraph
+        # No records: the same command continues once the files are there.
+        assert not (tmp_path / name / "metrics.jsonl").exists()
 
 
 def test_no_network_turns_a_failed_download_into_the_same_error(tmp_path, monkeypatch):
