@@ -30,7 +30,7 @@ test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun wit
 # Runs go to results/$(SCALE)/<figure>/<overrides>/; figures to results/figures/ (SCALE=paper:
 # results/figures/paper/). SCALE=small: the embedded digits data, minutes on a laptop CPU.
 # SCALE=paper: CIFAR-10 / ResNet-18 at the data set's own budget (a GPU machine with the data).
-.PHONY: fig-methods fig-best-lr fig-claim fig-dp fig-advisor
+.PHONY: fig-methods fig-best-lr fig-claim fig-dp fig-advisor fig-paper
 ifeq ($(SCALE),paper)
 FIG_RUNS := results/paper
 FIG_OUT := results/figures/paper
@@ -41,6 +41,7 @@ FIG_PS := 1.0,0.5,0.25,0.125
 FIG_CLAIM_LRS := 0.025,0.1
 FIG_YLIM :=
 FIG_DP_SET := dataset=cifar10 hardware=gpu_network_storage launcher.nproc_per_node=4
+FIG_PRESETS := fig3_schedules fig4_cifar10_lr fig5_cifar100_lr fig6_data_parallel fig7_gpt2_wikitext2 mobilenet_v3
 else
 FIG_RUNS := results/small
 FIG_OUT := results/figures
@@ -52,6 +53,7 @@ FIG_CLAIM_LRS := 0.01,0.05
 FIG_YLIM := --ylim 0.8 1.0
 # Two CPU ranks; each communication round costs about one step-time (5 ms + 600 KB at 100 MB/s).
 FIG_DP_SET := $(FIG_SET) launcher.nproc_per_node=2 hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
+FIG_PRESETS := fig3_schedules_smoke fig4_cifar10_lr_smoke fig5_cifar100_lr_smoke fig6_data_parallel_smoke fig7_gpt2_wikitext2_smoke mobilenet_v3_smoke
 endif
 # A multirun whose job directories are named by the swept overrides (comm=on_load,seed=0), so that a
 # finished job is found again and skipped; the settings fixed for a figure are left out of the name:
@@ -105,3 +107,9 @@ fig-advisor: $(VENV_STAMP)  ## the advisor's heatmap (make advise: R x echo leve
 	OMP_NUM_THREADS=1 $(PY) -m runner.advise $(ADVISE_ARGS) --out results/$(SCALE)/advisor
 	mkdir -p $(FIG_OUT) && for f in png pdf; do cp results/$(SCALE)/advisor/heatmap.$$f $(FIG_OUT)/advisor.$$f; done
 	cp results/$(SCALE)/advisor/advice.md $(FIG_OUT)/advisor.md
+
+fig-paper: $(VENV_STAMP)  ## the paper's figures from the experiment presets (SCALE=small: their _smoke twins)
+	for e in $(FIG_PRESETS); do \
+	  OMP_NUM_THREADS=1 .venv/bin/echo-run -m experiment=$$e logger.progress=false || [ $$? -eq 1 ] || exit 1; \
+	  $(REPORT) curves results/experiments/$$e --out $(FIG_OUT)/presets/$$e --x example_loads step wall_s sim_s || exit 1; \
+	done

@@ -564,6 +564,8 @@ def method_table(runs, metric: str) -> str:
             hits = [to_target(r, t["metric"], t["value"], t.get("mode", "max")) for r in mr]
 
             def cell(k):
+                if all(h is not None and h.get(k) is None for h in hits):
+                    return "n/a"  # a clock these runs do not keep (sim_s without a hardware profile)
                 v = [h[k] for h in hits if h is not None and _finite(h.get(k))]
                 f = ".2f" if k.endswith("_s") else ".0f"
                 return f"{np.mean(v):{f}} ± {np.std(v):{f}}" if len(v) == len(mr) else "—"
