@@ -89,7 +89,7 @@ def test_producer_errors_reach_the_trainer():
 
 def test_slow_pipeline_idles_plain_sgd_and_not_adaptive(tmp_path: Path):
     """Loading a batch of 32 takes 0.2 s, far longer than a step of the small CNN."""
-    slow = ("pipeline.examples_per_s=160", "eval.every_loads=100000")
+    slow = ("pipeline.examples_per_s=160", "eval.every_loads=100000", "model.width=8")
     sgd, _ = run_inproc(tmp_path / "sgd", "schedule=none", "budget.steps=12", *slow)
     ada, _ = run_inproc(tmp_path / "ada", "echo=adaptive", "budget.steps=60", *slow)
     s, a = sgd[-1], ada[-1]
