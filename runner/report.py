@@ -84,7 +84,10 @@ class Run:
 
     @property
     def model(self) -> str:
-        return self.config["model"]["_target_"].rsplit(".", 1)[-1]
+        m = self.config["model"]
+        name = m["_target_"].rsplit(".", 1)[-1]
+        # One builder serves several sizes (mobilenet_v3 small/large, gpt2 tiny/small/...).
+        return f"{name}-{m['size']}" if m.get("size") else name
 
     @property
     def budget(self) -> str:
