@@ -148,3 +148,12 @@ def test_claim_points_are_the_first_records_at_target(sweep):
     if all(p["reached"] == 2 for p in pts):
         ideal = report.ideal(pts, "example_loads", {}, 32)
         assert ideal.tolist() == pytest.approx([pts[0]["example_loads"], pts[0]["example_loads"] / 2])
+
+
+def test_a_model_size_is_part_of_its_name():
+    def model(**m):
+        return report.Run(Path("."), {"model": m}, [], None).model
+
+    assert model(_target_="runner.models.SmallCNN", width=32) == "SmallCNN"
+    assert model(_target_="runner.models.mobilenet_v3", size="small") == "mobilenet_v3-small"
+    assert model(_target_="runner.models.gpt2", size="tiny") != model(_target_="runner.models.gpt2", size="small")
