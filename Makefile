@@ -66,7 +66,7 @@ FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false 'hydr
 FIG_OK := || [ $$? -eq 1 ]
 REPORT := .venv/bin/echo-report
 
-figures: $(VENV_STAMP)  ## every figure (SCALE=small on digits, or SCALE=paper), two sweeps at a time
+figures: $(VENV_STAMP)  ## methods, best-lr, claim and data-parallel figures (SCALE=small|paper), two sweeps at a time
 	$(MAKE) -j2 fig-methods fig-best-lr fig-claim fig-dp
 
 fig-methods: $(VENV_STAMP)  ## SGD, cosine, constant p, batch and adaptive echoing vs loads, steps, wall and sim time

@@ -209,7 +209,7 @@ def save(fig, out: Path) -> list:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [_ext(out, ".png"), _ext(out, ".pdf")]
     fig.savefig(paths[0], dpi=110, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # same runs, same bytes
     import matplotlib.pyplot as plt
 
     plt.close(fig)
