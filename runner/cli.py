@@ -101,6 +101,15 @@ def _remove_if_empty(run_dir: Path) -> None:
         pass
 
 
+def _forget_new_run(run_dir: Path) -> None:
+    """A new run refused before it trained (missing data, say) leaves no directory behind: only
+    the .hydra/ this command wrote is removed, and only if nothing else is there."""
+    import shutil
+
+    if run_dir.exists() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -134,6 +143,8 @@ def app(cfg: DictConfig) -> None:
 
             summary = run(cfg, run_dir)
     except ConfigError as e:
+        if how == "new":
+            _forget_new_run(run_dir)
         fail(str(e))
     except Preempted as e:
         fail(str(e), 143)

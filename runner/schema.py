@@ -40,7 +40,6 @@ class DataConfig:
     block_size: int = 64  # language modelling: tokens per example
     vocab_size: int = 1024  # language modelling: BPE vocabulary trained on first use
     tokenizer: str = "gpt2"  # wikitext2: a directory with GPT-2's tokenizer files, or a hub name
-    num_workers: int = 0  # DataLoader workers for data sets that decode or augment
     augment: bool = False
     augment_on_echo: bool = False  # re-augment an echoed batch (Choi et al.'s "before augmentation")
     max_train_examples: Optional[int] = None  # keep only the first N training examples (smoke runs)
@@ -295,7 +294,6 @@ def validate(cfg: DictConfig) -> None:
     _check(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "in (0, 1)")
     _pos("data.block_size", d.block_size)
     _check(d.vocab_size >= 260, "data.vocab_size", d.vocab_size, "at least 260 (the bytes plus a few merges)")
-    _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "0 or more")
     _pos("data.max_train_examples", d.max_train_examples, allow_none=True)
     _pos("data.max_test_examples", d.max_test_examples, allow_none=True)
     validate_schedule("schedule", cfg.schedule)

@@ -30,7 +30,6 @@ VALUES = [
     ({"data.test_fraction": 1.0}, "data.test_fraction=1.0"),
     ({"data.block_size": -4}, "data.block_size=-4"),
     ({"data.vocab_size": 100}, "data.vocab_size=100"),
-    ({"data.num_workers": -1}, "data.num_workers=-1"),
     ({"data.max_train_examples": 0}, "data.max_train_examples=0"),
     ({"schedule.name": "exponential"}, "schedule.name='exponential'"),
     ({"schedule.name": "constant", "schedule.p": 0.0}, "schedule.p=0.0"),
@@ -106,7 +105,7 @@ def test_every_range_and_choice_is_refused(base, values, says):
 
 def test_the_defaults_and_every_edge_inside_the_ranges_pass(base):
     ok = {"schedule.p_min": 1.0, "optim.momentum": 0.0, "optim.warmup": 0.0, "optim.lr_min_ratio": 1.0,
-          "echo.factor": 1.0, "data.num_workers": 0, "comm.warmup_steps": 0, "launcher.max_restarts": 0}
+          "echo.factor": 1.0, "comm.warmup_steps": 0, "launcher.max_restarts": 0}
     cfg = OmegaConf.create(OmegaConf.to_container(base[0]))
     for k, v in ok.items():
         OmegaConf.update(cfg, k, v)

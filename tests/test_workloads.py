@@ -224,8 +224,8 @@ def test_missing_data_exits_2_with_where_it_looked_and_the_fix(tmp_path):
         assert proc.returncode == 2, err
         assert f"data set {name} was not found" in err and str(empty / says[name]) in err and "To fix it" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one paragraph
-        # No records: the same command continues once the files are there.
-        assert not (tmp_path / name / "metrics.jsonl").exists()
+        # Nothing left behind: the same command starts afresh once the files are there.
+        assert not (tmp_path / name).exists()
 
 
 def test_no_network_turns_a_failed_download_into_the_same_error(tmp_path, monkeypatch):
