@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from . import accel, checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
-from .metrics import Progress, build_sinks, clean
+from .metrics import Progress, build_sinks, clean, write_json
 from .schema import ConfigError
 from .schedules import lr_at
 from .summary import config_hash, make_summary
@@ -206,10 +206,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             c.next_eval = cfg.eval.every_loads or 0
         t_start = time.perf_counter()
         metric = splits.task == "classification" and "test_acc" or "test_ppl"
-        while True:
-            u = progress(c, b, clock.t if clock else None)
-            if u >= 1.0:
-                break
+        u = progress(c, b, clock.t if clock else None)
+        while u < 1.0:
             s = stream.next(u)
             last_p = s.p
             if clock:
@@ -231,7 +229,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             eval_due = bool(every_eval) and c.example_loads >= c.next_eval
             ckpt_due = bool(every_ckpt) and c.example_loads >= c.next_ckpt
             alone_stopped = stop["signal"] is not None and ctx.world == 1
-            if eval_due or ckpt_due or alone_stopped or progress(c, b, clock.t if clock else None) >= 1.0:
+            u_now, u = u, progress(c, b, clock.t if clock else None)  # u_now: this step's, for its record
+            if eval_due or ckpt_due or alone_stopped or u >= 1.0:
                 c.wall_s += time.perf_counter() - t_start
                 source.pause()  # not training time: the pipeline must not load ahead meanwhile
                 # One verdict for all ranks, which reach this point at the same steps: a signal or a
@@ -239,12 +238,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 stopping, bad = comm.reduce_max([float(stop["signal"] is not None),
                                                  float(not math.isfinite(loss_acc.item()))])
                 if bad:
-                    rec = record(u)
+                    rec = record(u_now)
                     raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
                 if eval_due:
                     while c.next_eval <= c.example_loads:
                         c.next_eval += cfg.eval.every_loads
-                    rec = record(u)
+                    rec = record(u_now)
                     bar.update(c.example_loads if unit == "loads" else c.step, step=c.step, p=s.p,
                                **{metric: rec.get(metric)})
                 if cfg.checkpoint.enabled and (ckpt_due or (eval_due and not cfg.checkpoint.every_loads)
@@ -271,8 +270,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         source.close()  # stop a background producer
         for sig, h in old.items():
             signal.signal(sig, h)
-    from .metrics import write_json
-
     write_json(run_dir / f"rank{ctx.rank}.json", comm.report())  # decision hash, checksums, counts
     summary = make_summary(cfg, resolved, run_dir, status, chash, ctx.world)
     if ctx.is_main:
