@@ -37,3 +37,20 @@ def prepare(model: nn.Module, t, dev: torch.device, info: dict) -> nn.Module:
 def compile_net(net: nn.Module, t) -> nn.Module:
     """``torch.compile`` when ``train.compile=true``; attributes (DDP's ``no_sync``) pass through."""
     return torch.compile(net) if t.compile else net
+
+
+def sync(dev: torch.device) -> None:
+    """Wait for the work queued on ``dev``: a clock read after it counts that work (a no-op on CPU)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def deterministic(on: bool) -> None:
+    """``train.deterministic``: deterministic kernels only (an error where none exists), as
+    ``torch.use_deterministic_algorithms`` documents, with the cuBLAS workspace it asks for."""
+    if on:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .metrics import read_jsonl, write_json
-from .schema import ConfigError
-from .summary import config_hash, time_to_target
+from .errors import ConfigError
+from .config import config_hash
+from .summary import time_to_target
 
 ROOT = Path(__file__).resolve().parent.parent
 # Echo levels, from none to the most echoing: the overrides that select each.
@@ -40,16 +41,11 @@ LEVELS: Dict[str, tuple] = {
 
 
 def compose(overrides: List[str]):
-    from hydra import compose as hcompose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from .cli import CONF_DIR
-    from .schema import register, validate
+    from .config import compose as compose_config
 
-    register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = hcompose("config", overrides=overrides)
-    validate(cfg)
+    cfg = compose_config(overrides)
     return cfg, OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -78,12 +74,9 @@ def index_runs(root: Path) -> Dict[str, Path]:
 
 def run_cell(cfg, run_dir: Path) -> Path:
     """Train one cell in this process (continuing a run left unfinished in ``run_dir``)."""
-    from .cli import claim_run_dir
-    from .train import run
+    from .runs import run_once
 
-    if claim_run_dir(cfg, run_dir) != "done":
-        run(cfg, run_dir)
-    return run_dir
+    return run_once(cfg, run_dir)
 
 
 def steps_per_load(rec: dict, batch_size: int) -> Optional[float]:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .schema import ConfigError
+from .errors import ConfigError
 
 
 def path(run_dir: Path, rank: int) -> Path:

@@ -10,62 +10,22 @@ import sys
 from pathlib import Path
 
 import hydra
-from hydra.experimental.callback import Callback
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .schema import ConfigError, register, validate
-from .summary import config_hash
+from . import runs
+from .config import CONF_DIR
+from .errors import ConfigError, Preempted
+from .schema import validate
 
-register()
 _state = {"started": False, "failed": [], "refused": []}
 
 
 def fail(msg: str, code: int = 2) -> None:
     print(f"echo-run: error: {msg}", file=sys.stderr)
     sys.exit(code)
-
-
-def claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:
-    """'new', 'resume' or 'done' for this run directory; ConfigError if it holds something else.
-    A new directory gets ``.hydra/config.yaml`` (the resolved config) and ``overrides.yaml``."""
-    entries = [p for p in run_dir.iterdir()] if run_dir.exists() else []
-    if entries:
-        stored = run_dir / ".hydra" / "config.yaml"
-        if cfg.resume == "never":
-            raise ConfigError(f"the run directory {run_dir} already holds files and resume=never. Choose "
-                              "another directory (hydra.run.dir=...) or drop resume=never to continue that run.")
-        if not stored.exists():
-            raise ConfigError(f"the run directory {run_dir} holds files that are not an echo-run run. "
-                              "Choose an empty or new directory with hydra.run.dir=...")
-        mine = config_hash(OmegaConf.to_container(cfg, resolve=True))
-        theirs = config_hash(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
-        if mine != theirs:
-            raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
-                              f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
-                              "exact command to continue it, or choose another directory with hydra.run.dir=...")
-        summary = run_dir / "summary.json"
-        if summary.exists() and _complete(summary):
-            return "done"
-        return "resume"
-    try:
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".hydra" / f"config.yaml.tmp{os.getpid()}"
-        OmegaConf.save(cfg, tmp, resolve=True)
-        os.replace(tmp, run_dir / ".hydra" / "config.yaml")  # a kill here never leaves half a config
-    except OSError as e:
-        raise ConfigError(unwritable(run_dir, e)) from None
-    try:
-        OmegaConf.save(HydraConfig.get().overrides.task, run_dir / ".hydra" / "overrides.yaml")
-    except ValueError:  # composed outside @hydra.main (tests)
-        pass
-    return "new"
-
-
-def unwritable(where: Path, e: OSError) -> str:
-    return (f"cannot write the run directory {where}: {e.strerror or e}. Choose a directory you can write "
-            "with hydra.run.dir=... (hydra.sweep.dir=... for -m), or free space there.")
 
 
 class RunDirCheck(Callback):
@@ -78,19 +38,13 @@ class RunDirCheck(Callback):
             if not os.access(d, os.W_OK | os.X_OK):
                 raise PermissionError(13, "permission denied")
         except OSError as e:
-            fail(unwritable(Path(d), e))
+            fail(runs.unwritable(Path(d), e))
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir)
-
-
-def _complete(summary: Path) -> bool:
-    import json
-
-    return json.loads(summary.read_text()).get("status") in ("complete", "diverged")
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -101,50 +55,31 @@ def _remove_if_empty(run_dir: Path) -> None:
         pass
 
 
-def _forget_new_run(run_dir: Path) -> None:
-    """A new run refused before it trained (missing data, say) leaves no directory behind: only
-    the .hydra/ this command wrote is removed, and only if nothing else is there."""
-    import shutil
-
-    if run_dir.exists() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
     _state["started"] = True
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
         validate(cfg)
-        how = claim_run_dir(cfg, run_dir)
+        how = runs.claim(cfg, run_dir, list(hc.overrides.task))
     except ConfigError as e:
         _remove_if_empty(run_dir)
         if not multirun:
             fail(str(e))
         # In a sweep one refused job must not stop the others; the process exits 2 at the end.
-        print(f"echo-run: error: job {HydraConfig.get().job.num}: {e}", file=sys.stderr)
+        print(f"echo-run: error: job {hc.job.num}: {e}", file=sys.stderr)
         _state["refused"].append(str(run_dir))
         return
-    from .train import Preempted  # after validation: a refused command does not wait for torch
     if how == "done":
         print(f"echo-run: {run_dir} already holds this run, complete; nothing to do.", file=sys.stderr)
         return
     try:
-        if cfg.launcher.name == "torchrun":
-            from .launch import torchrun
-
-            summary = torchrun(cfg, run_dir)
-        else:
-            from .train import run
-
-            summary = run(cfg, run_dir)
+        summary = runs.start(cfg, run_dir)
     except ConfigError as e:
         if how == "new":
-            _forget_new_run(run_dir)
+            runs.forget_new(run_dir)
         fail(str(e))
     except Preempted as e:
         fail(str(e), 143)

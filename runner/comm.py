@@ -1,6 +1,7 @@
-"""Communication strategies for data-parallel training (config group ``comm``).
+"""Communication strategies for data-parallel training (config group ``comm``, built from its
+``_target_``: a user's own strategy subclasses ``Local`` and plugs in the same way).
 
-The training loop talks to a strategy through five calls: ``wrap(model)`` before training,
+The training loop talks to a strategy through a few calls: ``wrap(model)`` before training,
 ``backward_context()`` around each backward pass, ``should_step()`` after it (False while gradient
 accumulation goes on), ``after_step(fresh, u)`` after each step (model averaging), and ``agree`` /
 ``reduce_max`` for the few scalars that ranks must share.
@@ -9,23 +10,30 @@ Counting: ``rounds`` is the number of steps on which the model was communicated,
 collective calls that carried it and ``bytes`` their payload, all counted where the calls are made
 (DDP's communication hook, or the flattened tensor that model averaging all-reduces).
 ``sync_rounds`` counts the one-number all-reduces of ``agree`` (echo=adaptive), which are latency,
-not model traffic. Every collective uses the default process group that ``dist.init`` created
-before training; no group is created afterwards.
+not model traffic. ``after_step`` returns the step's ``Traffic``: the payload of every collective
+call, those that DDP overlaps with the backward pass apart from those made before or after the
+compute, so that the simulated clock charges each call its latency and overlaps what overlaps.
+Every collective uses the default process group that ``dist.init`` created before training; no
+group is created afterwards.
 
-Strategies (DESIGN.md, "Algorithm 2"):
-  ``allreduce``     gradients averaged every step by DDP (the baseline);
-  ``grad_accum``    ``k`` micro-steps under DDP's ``no_sync()``, one all-reduce, one optimizer step;
-  ``periodic``      local steps, parameters and buffers averaged every ``period`` steps after
+Strategies (DESIGN.md, "Algorithm 2"); ``ranks`` says where each runs ("one", "many", "any"):
+  ``Local``         one process, nothing to communicate;
+  ``AllReduce``     gradients averaged every step by DDP (the baseline);
+  ``GradAccum``     ``k`` micro-steps under DDP's ``no_sync()``, one all-reduce, one optimizer step;
+  ``Periodic``      local steps, parameters and buffers averaged every ``period`` steps after
                     ``warmup_steps`` (PeriodicModelAverager's rule; averaging every step before);
-  ``probabilistic`` averaging with probability ``p^c(u)`` from a coin shared by all ranks;
-  ``on_load``       averaging exactly on the steps that load fresh data.
+  ``Probabilistic`` averaging with probability ``p^c(u)`` from a coin shared by all ranks;
+  ``OnLoad``        averaging exactly on the steps that load fresh data.
+The averaging strategies take an outer optimizer (``outer_optim``: null for plain averaging, or
+``sgd`` / ``nesterov``): at a round the averaged model's offset from the last global model is a
+pseudo-gradient for an outer SGD step (DiLoCo, Douillard et al. 2023).
 """
 from __future__ import annotations
 
 import inspect
 from contextlib import nullcontext
 from functools import reduce
-from typing import List
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -34,9 +42,17 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from torch.distributed.algorithms.model_averaging.utils import average_parameters
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import schedules
+from .errors import ConfigError
 
 _FNV_OFFSET, _FNV_PRIME, _MASK = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+class Traffic(NamedTuple):
+    """One step's collective calls, by payload in bytes."""
+
+    round: bool = False  # the model (gradients or parameters) was communicated
+    overlapped: Tuple[int, ...] = ()  # calls made during the backward pass (DDP's buckets)
+    sequential: Tuple[int, ...] = ()  # calls before or after the compute (averaging, agreement)
 
 
 def fold(h: int, fresh: bool, sent: bool) -> int:
@@ -55,11 +71,27 @@ def float_buffers(model: nn.Module) -> List[torch.Tensor]:
     return [b for b in model.buffers() if b.is_floating_point()]
 
 
+def broadcast_model(model: nn.Module, src: int = 0) -> None:
+    """Every rank starts from rank ``src``'s parameters and buffers, as DDP does at construction, so
+    that averaging strategies never assume that equal seeds give equal models."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src)
+
+
+def checksum(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """[sum, sum of squares] in float64, left on the device (no host sync, no copy of the model)."""
+    sums = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors]).sum()
+    squares = torch.stack([torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 for t in tensors]).sum()
+    return torch.stack([sums, squares])
+
+
 class Local:
     """One process: nothing to communicate. The base of the data-parallel strategies, which keep
-    its counters, decision hash and checksum."""
+    its counters, decision hash and checksums."""
 
     name = "none"
+    ranks = "one"
 
     def __init__(self, model: nn.Module, ctx=None) -> None:
         self.model, self.ctx = model, ctx
@@ -68,8 +100,11 @@ class Local:
         self.decisions = _FNV_OFFSET
         self.steps = 0
         self.last_round_step = None  # the step (0-based) of the last communication round
-        self.checksum = None  # on-device [sum, sum of squares] of parameters and buffers then
-        self._sent = 0  # payload bytes of collectives made since the last after_step
+        self.checksum = None  # [sum, sum of squares] of parameters and buffers after the last round
+        self.initial_checksum = checksum(self._tensors())  # what every rank starts from
+        self._sent = 0  # model payload of collectives made since the last after_step
+        self._overlapped: List[int] = []
+        self._sequential: List[int] = []
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
@@ -83,18 +118,23 @@ class Local:
     def communicate(self, fresh: bool, u: float) -> None:
         """Model averaging, if this strategy and step call for it (adds to ``_sent``)."""
 
-    def after_step(self, fresh: bool, u: float) -> int:
-        """Communicate if this step calls for it; returns the bytes sent (0 when it did not)."""
+    def after_step(self, fresh: bool, u: float) -> Traffic:
+        """Communicate if this step calls for it; returns the step's collective calls."""
         self.communicate(fresh, u)
-        nbytes, self._sent = self._sent, 0
-        if nbytes:
+        sent = self._sent > 0
+        if sent:
             self.rounds += 1
-            self.bytes += nbytes
+            self.bytes += self._sent
             self.last_round_step = self.steps
-            self.checksum = checksum(self._tensors())
-        self.decisions = fold(self.decisions, fresh, nbytes > 0)
+        traffic = Traffic(sent, tuple(self._overlapped), tuple(self._sequential))
+        self._sent, self._overlapped, self._sequential = 0, [], []
+        self.decisions = fold(self.decisions, fresh, sent)
         self.steps += 1
-        return nbytes
+        return traffic
+
+    def round_checksum(self) -> None:
+        """The checksum after this step's round (``comm.checksums=true``; the loop times it apart)."""
+        self.checksum = checksum(self._tensors())
 
     def _tensors(self) -> List[torch.Tensor]:
         # The Parameter objects themselves: average_parameters rebinds each one's ``.data``.
@@ -102,9 +142,11 @@ class Local:
 
     def _average(self, tensors: List[torch.Tensor]) -> None:
         """All-reduce the mean of ``tensors`` as one flat tensor (model_averaging's utility)."""
-        self.calls += 1
         dtype = reduce(torch.promote_types, (t.dtype for t in tensors))  # the flat tensor's type
-        self._sent += sum(t.numel() for t in tensors) * dtype.itemsize
+        n = sum(t.numel() for t in tensors) * dtype.itemsize
+        self.calls += 1
+        self._sent += n
+        self._sequential.append(n)
         average_parameters(iter(tensors), None)
 
     def agree(self, flag: bool) -> bool:
@@ -114,10 +156,12 @@ class Local:
         t = torch.tensor([int(flag)], dtype=torch.int32, device=self.ctx.device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         self.sync_rounds += 1
+        self._sequential.append(t.element_size())
         return bool(t.item())
 
     def reduce_max(self, values: list) -> list:
-        """Elementwise maximum over ranks (training time is the slowest rank's, as in AlgoPerf)."""
+        """Elementwise maximum over ranks (training time is the slowest rank's, as in AlgoPerf); the
+        runner's own bookkeeping, not part of the algorithm, so not in ``Traffic``."""
         if self.world == 1:
             return values
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.ctx.device)
@@ -126,33 +170,25 @@ class Local:
 
     def report(self) -> dict:
         """What ``rank<k>.json`` holds: equal decision hashes and checksums across ranks show that
-        the ranks drew the same coins and held the same model after the last averaging."""
-        cs = self.checksum
+        the ranks drew the same coins, started from the same model and held the same model after
+        the last round."""
+        floats = lambda cs: None if cs is None else [float(v) for v in cs.tolist()]
         return {"rank": self.ctx.rank if self.ctx is not None else 0, "world_size": self.world, "comm": self.name,
                 "steps": self.steps, "decision_hash": f"{self.decisions:016x}", "comm_rounds": self.rounds,
                 "comm_calls": self.calls, "comm_bytes": self.bytes, "sync_rounds": self.sync_rounds,
-                "last_round_step": self.last_round_step,
-                "param_checksum": None if cs is None else [float(v) for v in cs.tolist()],
-                "final_checksum": [float(v) for v in checksum(self._tensors()).tolist()]}
+                "last_round_step": self.last_round_step, "initial_checksum": floats(self.initial_checksum),
+                "param_checksum": floats(self.checksum), "final_checksum": floats(checksum(self._tensors()))}
 
     def state_dict(self) -> dict:
+        cpu = lambda t: None if t is None else t.cpu()
         return {"rounds": self.rounds, "bytes": self.bytes, "calls": self.calls, "sync_rounds": self.sync_rounds,
                 "decisions": self.decisions, "steps": self.steps, "last_round_step": self.last_round_step,
-                "checksum": None if self.checksum is None else self.checksum.cpu()}
+                "checksum": cpu(self.checksum), "initial_checksum": cpu(self.initial_checksum)}
 
     def load_state_dict(self, st: dict) -> None:
-        self.rounds, self.bytes = st["rounds"], st["bytes"]
-        self.calls, self.sync_rounds = st.get("calls", 0), st.get("sync_rounds", 0)
-        self.decisions, self.steps = st.get("decisions", _FNV_OFFSET), st.get("steps", 0)
-        self.last_round_step, self.checksum = st.get("last_round_step"), st.get("checksum")
-
-
-def checksum(tensors: List[torch.Tensor]) -> torch.Tensor:
-    """[sum, sum of squares] in float64, left on the device (no host sync per round, no copy of
-    the model)."""
-    sums = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors]).sum()
-    squares = torch.stack([torch.linalg.vector_norm(t.detach(), dtype=torch.float64) ** 2 for t in tensors]).sum()
-    return torch.stack([sums, squares])
+        self.rounds, self.bytes, self.calls, self.sync_rounds = st["rounds"], st["bytes"], st["calls"], st["sync_rounds"]
+        self.decisions, self.steps, self.last_round_step = st["decisions"], st["steps"], st["last_round_step"]
+        self.checksum, self.initial_checksum = st["checksum"], st["initial_checksum"]
 
 
 class _DDPStrategy(Local):
@@ -181,22 +217,27 @@ class _DDPStrategy(Local):
 
 def _counting_hook(strategy, bucket):  # DDP checks a hook's annotations: leave them out
     buf = bucket.buffer()
+    n = buf.numel() * buf.element_size()
     strategy.calls += 1
-    strategy._sent += buf.numel() * buf.element_size()
+    strategy._sent += n
+    strategy._overlapped.append(n)
     return allreduce_hook(None, bucket)
 
 
 class AllReduce(_DDPStrategy):
     name = "allreduce"
+    ranks = "many"
 
 
 class GradAccum(_DDPStrategy):
     """``k`` micro-steps, gradients kept local under ``no_sync()`` for the first ``k - 1``; the
-    optimizer steps once on their mean (the reviewers' baseline)."""
+    optimizer steps once on their mean (the reviewers' baseline). A checkpoint in the middle of an
+    accumulation keeps the gradients summed so far, so a resumed run steps on the same sum."""
 
     name = "grad_accum"
+    ranks = "any"
 
-    def __init__(self, model, ctx, k: int) -> None:
+    def __init__(self, model, ctx, k: int = 4) -> None:
         super().__init__(model, ctx)
         self.k, self.micro, self.ddp = k, 0, None
 
@@ -216,22 +257,68 @@ class GradAccum(_DDPStrategy):
         return True
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "micro": self.micro}
+        partial = None
+        if self.micro % self.k:
+            partial = [None if p.grad is None else p.grad.detach().cpu() for p in self.model.parameters()]
+        return {**super().state_dict(), "micro": self.micro, "grads": partial}
 
     def load_state_dict(self, st: dict) -> None:
         super().load_state_dict(st)
-        self.micro = st.get("micro", 0)
+        self.micro = st["micro"]
+        if st["grads"] is not None:
+            for p, g in zip(self.model.parameters(), st["grads"]):
+                p.grad = None if g is None else g.to(p.device)
 
 
 class _Averaging(Local):
-    """Local steps; parameters and float buffers averaged in one flat all-reduce when ``due``."""
+    """Local steps; parameters and float buffers averaged in one flat all-reduce when ``due``,
+    optionally followed by an outer optimizer step on the pseudo-gradient (DiLoCo)."""
+
+    ranks = "many"
+
+    def __init__(self, model, ctx, outer_optim: Optional[str] = None, outer_lr: float = 0.7,
+                 outer_momentum: float = 0.9) -> None:
+        super().__init__(model, ctx)
+        if outer_optim not in (None, "sgd", "nesterov"):
+            raise ConfigError(f"comm.outer_optim={outer_optim!r} is not valid: it must be null (plain averaging), "
+                              "sgd or nesterov (DiLoCo's outer Nesterov SGD).")
+        self.outer = None
+        if outer_optim is not None:
+            # The global model every rank agrees on, updated only at rounds by the outer optimizer.
+            self.global_params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+            self.outer = torch.optim.SGD(self.global_params, lr=outer_lr, momentum=outer_momentum,
+                                         nesterov=outer_optim == "nesterov")
 
     def due(self, fresh: bool, u: float) -> bool:
         raise NotImplementedError
 
     def communicate(self, fresh: bool, u: float) -> None:
-        if self.due(fresh, u):
-            self._average(self._tensors())
+        if not self.due(fresh, u):
+            return
+        self._average(self._tensors())
+        if self.outer is not None:
+            with torch.no_grad():
+                for g, p in zip(self.global_params, self.model.parameters()):
+                    g.grad = g.detach() - p.detach()  # the pseudo-gradient: where the ranks went, reversed
+            self.outer.step()
+            self.outer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for g, p in zip(self.global_params, self.model.parameters()):
+                    p.copy_(g)
+
+    def state_dict(self) -> dict:
+        st = super().state_dict()
+        if self.outer is not None:
+            st["outer"] = {"params": [g.detach().cpu() for g in self.global_params], "opt": self.outer.state_dict()}
+        return st
+
+    def load_state_dict(self, st: dict) -> None:
+        super().load_state_dict(st)
+        if self.outer is not None:
+            with torch.no_grad():
+                for g, v in zip(self.global_params, st["outer"]["params"]):
+                    g.copy_(v)
+            self.outer.load_state_dict(st["outer"]["opt"])
 
 
 class Periodic(_Averaging):
@@ -242,8 +329,9 @@ class Periodic(_Averaging):
 
     name = "periodic"
 
-    def __init__(self, model, ctx, period: int, warmup_steps: int) -> None:
-        super().__init__(model, ctx)
+    def __init__(self, model, ctx, period: int = 4, warmup_steps: int = 0, outer_optim: Optional[str] = None,
+                 outer_lr: float = 0.7, outer_momentum: float = 0.9) -> None:
+        super().__init__(model, ctx, outer_optim, outer_lr, outer_momentum)
         self.period, self.warmup_steps = period, warmup_steps
 
     def due(self, fresh: bool, u: float) -> bool:
@@ -257,8 +345,9 @@ class Probabilistic(_Averaging):
 
     name = "probabilistic"
 
-    def __init__(self, model, ctx, schedule, seed: int) -> None:
-        super().__init__(model, ctx)
+    def __init__(self, model, ctx, schedule, seed: int, outer_optim: Optional[str] = None, outer_lr: float = 0.7,
+                 outer_momentum: float = 0.9) -> None:
+        super().__init__(model, ctx, outer_optim, outer_lr, outer_momentum)
         self.schedule = schedule
         self.gen = torch.Generator().manual_seed(comm_seed(seed))
 
@@ -270,8 +359,7 @@ class Probabilistic(_Averaging):
 
     def load_state_dict(self, st: dict) -> None:
         super().load_state_dict(st)
-        if "gen" in st:
-            self.gen.set_state(st["gen"])
+        self.gen.set_state(st["gen"])
 
 
 class OnLoad(_Averaging):
@@ -284,19 +372,22 @@ class OnLoad(_Averaging):
         return fresh
 
 
-def build(cfg, model: nn.Module, ctx) -> Local:
-    """The strategy of ``cfg.comm`` for this process (``Local`` when it runs alone)."""
-    c = cfg.comm
-    if c.name == "grad_accum":  # alone too: k micro-batches per optimizer step
-        return GradAccum(model, ctx, c.k)
-    if ctx.world == 1:
-        return Local(model, ctx)
-    if c.name in ("none", "allreduce"):  # several ranks with no strategy named: plain DDP
-        return AllReduce(model, ctx)
-    if c.name == "periodic":
-        return Periodic(model, ctx, c.period, c.warmup_steps)
-    if c.name == "probabilistic":
-        return Probabilistic(model, ctx, schedules.from_config(c.schedule), cfg.seed)
-    if c.name == "on_load":
-        return OnLoad(model, ctx)
-    raise ValueError(f"unknown comm strategy {c.name!r}")
+def build(c, model: nn.Module, ctx, seed: int) -> Local:
+    """The strategy of the ``comm`` config node ``c`` (its ``_target_``) for this process: the model,
+    the process's context, and, where the strategy takes them, the shared seed and p^c(u)."""
+    from hydra.utils import get_object
+
+    from .config import build as build_component
+    from .schema import CommKeys, ScheduleKeys
+
+    params = inspect.signature(get_object(c._target_)).parameters
+    runtime = {"model": model, "ctx": ctx}
+    if "seed" in params:
+        runtime["seed"] = seed
+    if "schedule" in params:
+        runtime["schedule"] = build_component(c.schedule, ScheduleKeys)
+    strategy = build_component(c, CommKeys, **runtime)
+    if not isinstance(strategy, Local):
+        raise ConfigError(f"comm._target_={c._target_!r} is not a runner.comm.Local: a communication strategy "
+                          "subclasses runner.comm.Local (README, \"Your own strategy\").")
+    return strategy

@@ -11,17 +11,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from .schema import ConfigError
+from .errors import ConfigError
 
 
 @dataclass
 class Splits:
+    """What a data set builder returns.
+
+    ``train`` items are ``(x, y)`` decoded but not randomly augmented; ``train_transform``, when set,
+    is the random per-example transform (torchvision.transforms.v2) that the pipeline applies in its
+    workers, seeded by (seed, epoch, example index) so that views never depend on workers or timing.
+    ``test`` items are ready for evaluation (deterministic transforms inside the data set).
+    """
+
     train: Dataset
     test: Dataset
     task: str  # classification | language
-    info: Dict[str, Any] = field(default_factory=dict)  # num_classes, in_channels, vocab_size, ...
-    # Turns a batch of training examples into another view of them (augmentation on echo).
+    info: Dict[str, Any] = field(default_factory=dict)  # num_classes, in_channels, image_size, vocab_size, ...
+    # Turns a batch of training examples into another view of them (augmentation on echo, on the device).
     augment: Optional[Callable] = None
+    train_transform: Optional[Callable] = None
 
 
 def cache_dir(root: Optional[str]) -> Path:
@@ -45,15 +54,16 @@ def _limit(ds: Dataset, n: Optional[int]) -> Dataset:
     return Subset(ds, range(n))
 
 
-def digits(d) -> Splits:
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
+def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Splits:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); the train/test split
+    is fixed by ``split_seed``, not by the run's seed."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     x = torch.tensor(raw.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     x = (x - 0.3) / 0.4  # roughly zero mean, unit variance
     y = torch.tensor(raw.target, dtype=torch.long)
-    tr, te = _split(len(y), d.test_fraction, d.split_seed)
+    tr, te = _split(len(y), test_fraction, split_seed)
     return Splits(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), "classification",
                   {"num_classes": 10, "in_channels": 1, "image_size": 8, "name": "digits"})
 
@@ -94,41 +104,30 @@ def blocks(ids: torch.Tensor, block_size: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def python_docs(d) -> Splits:
-    """The English text of Python's own documentation topics (``pydoc_data.topics``)."""
+def python_docs(root: Optional[str] = None, block_size: int = 64, vocab_size: int = 1024,
+                test_fraction: float = 0.2, split_seed: int = 0) -> Splits:
+    """The English text of Python's own documentation topics (``pydoc_data.topics``), tokenised by a
+    byte-level BPE of ``vocab_size`` trained on first use and cached in ``root``."""
     text = python_docs_text()
-    tok = bpe_tokenizer(text, d.vocab_size, cache_dir(d.root), "python_docs")
+    tok = bpe_tokenizer(text, vocab_size, cache_dir(root), "python_docs")
     ids = torch.tensor(tok.encode(text).ids, dtype=torch.long)
-    ds = blocks(ids, d.block_size)
-    tr, te = _split(len(ds), d.test_fraction, d.split_seed)
+    ds = blocks(ids, block_size)
+    tr, te = _split(len(ds), test_fraction, split_seed)
     x, y = ds.tensors
     return Splits(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), "language",
-                  {"vocab_size": tok.get_vocab_size(), "block_size": d.block_size, "name": "python_docs"})
-
-
-def _lazy(module: str, name: str) -> Callable[[Any], Splits]:
-    """A builder in another module, imported on use (torchvision and datasets load only when needed)."""
-    def build(d) -> Splits:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(d)
-    return build
-
-
-BUILDERS: Dict[str, Callable[[Any], Splits]] = {
-    "digits": digits, "python_docs": python_docs,
-    "cifar10": _lazy("vision", "cifar10"), "cifar100": _lazy("vision", "cifar100"),  # runner/vision.py
-    "wikitext2": _lazy("text", "wikitext2"),  # runner/text.py
-}
+                  {"vocab_size": tok.get_vocab_size(), "block_size": block_size, "name": "python_docs"})
 
 
 def build(d) -> Splits:
-    if d.name not in BUILDERS:
-        raise ConfigError(f"data.name={d.name!r} is not a known data set: choose one of "
-                          + ", ".join(sorted(BUILDERS)) + " (dataset=<name>).")
-    s = BUILDERS[d.name](d)
-    if s.task != d.task:
-        raise ConfigError(f"data.task={d.task!r} does not match data set {d.name!r}, which is {s.task}.")
+    """The data set of the ``data`` config: its ``_target_`` called with its arguments (the runner's
+    own keys left out), then cut to ``max_train_examples`` / ``max_test_examples``."""
+    from .config import build as build_component
+    from .schema import DataKeys
+
+    s = build_component(d, DataKeys)
+    if not isinstance(s, Splits):
+        raise ConfigError(f"data._target_={d._target_!r} returned {type(s).__name__}, not runner.data.Splits: a data "
+                          "set builder returns Splits(train, test, task, info) (README, \"Your own data\").")
     s.train = _limit(s.train, d.max_train_examples)
     s.test = _limit(s.test, d.max_test_examples)
     return s

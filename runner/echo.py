@@ -151,10 +151,10 @@ class EchoStream:
         self.pool = list(st["pool"]) if st["pool"] is not None else []
 
 
-def from_config(cfg, upstream: Iterator[Batch], **kw: Any) -> EchoStream:
-    """An EchoStream for echo-run's ``echo`` and ``schedule`` groups (seeded from ``cfg.seed``)."""
-    return EchoStream(upstream, policy=cfg.echo.policy, schedule=S.from_config(cfg.schedule),
-                      factor=cfg.echo.factor, buffer=cfg.echo.buffer, seed=echo_seed(cfg.seed), **kw)
+def from_config(cfg, upstream: Iterator[Batch], schedule: S.Schedule, **kw: Any) -> EchoStream:
+    """An EchoStream for echo-run's ``echo`` group and the built p(u) (seeded from ``cfg.seed``)."""
+    return EchoStream(upstream, policy=cfg.echo.policy, schedule=schedule, factor=cfg.echo.factor,
+                      buffer=cfg.echo.buffer, seed=echo_seed(cfg.seed), **kw)
 
 
 def echo_seed(seed: int) -> int:

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from .summary import config_hash
+from .config import config_hash
 
 
 def command(cfg, run_dir: Path) -> List[str]:

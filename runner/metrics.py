@@ -5,7 +5,6 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional
 
 from tqdm import tqdm
 

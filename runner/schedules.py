@@ -1,5 +1,6 @@
 """Schedules p(u) for the probability of loading a fresh batch, and the learning rate, as pure
-functions of the budget fraction u in [0, 1]."""
+functions of the budget fraction u in [0, 1]. The ``schedule`` config group builds p(u) from its
+``_target_`` (one of the factories below, or any function of yours that returns u -> p)."""
 from __future__ import annotations
 
 import bisect
@@ -32,21 +33,6 @@ def step(p_max: float, gamma: float, milestones: Sequence[float]) -> Schedule:
 
 def _clip(u: float) -> float:
     return min(max(u, 0.0), 1.0)
-
-
-def from_config(s) -> Schedule:
-    """Build a schedule from a ScheduleConfig-like object (name plus its parameters)."""
-    if s.name == "none":
-        return none()
-    if s.name == "constant":
-        return constant(s.p)
-    if s.name == "cosine":
-        return cosine(s.p_max, s.p_min)
-    if s.name == "linear":
-        return linear(s.p_max, s.p_min)
-    if s.name == "step":
-        return step(s.p_max, s.gamma, list(s.milestones))
-    raise ValueError(f"unknown schedule {s.name!r}")
 
 
 def lr_at(o, u: float) -> float:

@@ -1,74 +1,67 @@
-"""The typed schema of every config group, registered with Hydra's ConfigStore.
+"""The typed schema of every config group, and ``validate``: every range and choice, checked once,
+before anything is created, so that every bad value is refused in one place with one sentence.
 
-Hydra checks keys and types while composing (a typo or ``optim.lr=abc`` fails there); the range
-checks below run once, in ``validate``, before anything is created, so that every bad value is
-refused in one place with one message.
+Two kinds of group:
+- plain groups (``echo``, ``budget``, ``eval``, ``target``, ``pipeline``, ``hardware``, ``launcher``,
+  ``logger``, ``train``, ``checkpoint``) are dataclasses: Hydra checks their keys and types while
+  composing;
+- component groups (``data``, ``model``, ``optim``, ``schedule``, ``comm`` and ``comm.schedule``)
+  name what builds them with ``_target_`` (``hydra.utils.instantiate``), so that a user's own class
+  plugs in without editing ``runner/``. Their keys are the runner's own (the ``*Keys`` dataclasses
+  below, typed and defaulted here) plus the arguments of the target, which ``validate`` checks
+  against the target's signature.
 """
 from __future__ import annotations
 
+import inspect
 import math
-import re
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration the user can fix; the CLI prints it and exits with status 2."""
-
-
-SCHEDULES = ("none", "constant", "cosine", "linear", "step")
-POLICIES = ("stochastic", "batch", "example", "adaptive")
-COMMS = ("none", "allreduce", "grad_accum", "periodic", "probabilistic", "on_load")
-TASKS = ("classification", "language")
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 
 
+# ------------------------------------------------------------------ the runner's keys of components
 @dataclass
-class DataConfig:
-    name: str = MISSING
-    task: str = "classification"
-    root: Optional[str] = None  # where the data set's files are (or will be downloaded to)
-    download: bool = True
+class DataKeys:
+    """``data``: the loop's and the pipeline's keys; every other key is an argument of ``data._target_``
+    (the data set builder, which returns ``runner.data.Splits``)."""
+
+    name: str = MISSING  # a label for reports
     batch_size: int = 32  # per rank
-    test_fraction: float = 0.2  # for data sets without an official test split
-    split_seed: int = 0  # the train/test split is fixed by this seed, not by the run's seed
-    block_size: int = 64  # language modelling: tokens per example
-    vocab_size: int = 1024  # language modelling: BPE vocabulary trained on first use
-    tokenizer: str = "gpt2"  # wikitext2: a directory with GPT-2's tokenizer files, or a hub name
-    augment: bool = False
-    augment_on_echo: bool = False  # re-augment an echoed batch (Choi et al.'s "before augmentation")
+    workers: int = 0  # DataLoader worker processes (0: load in the pipeline's own thread)
+    prefetch_factor: int = 2  # batches each worker loads ahead
+    pin_memory: bool = False  # page-locked host memory for the copy to a GPU
+    persistent_workers: bool = True
+    augment_on_echo: bool = False  # re-augment an echoed batch on the device (Choi et al.'s "before augmentation")
     max_train_examples: Optional[int] = None  # keep only the first N training examples (smoke runs)
     max_test_examples: Optional[int] = None
+    # Shared: in every data node (so that `-m dataset=a,b data.root=DIR` composes), passed to the
+    # builder when it takes them.
+    root: Optional[str] = None  # where the data set's files are (or will be downloaded to)
+    download: bool = True
+
+
+# Keys of a component that every node has and that go to its target only if the target takes them.
+SHARED = {DataKeys: ("root", "download")}
 
 
 @dataclass
-class ScheduleConfig:
-    name: str = "cosine"
-    p: float = 0.5  # constant
-    p_max: float = 1.0  # cosine, linear, step
-    p_min: float = 0.1  # cosine, linear
-    gamma: float = 0.5  # step
-    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # step, fractions of u
+class OptimKeys:
+    """``optim``: the learning-rate schedule and clipping; every other key (``lr`` included) is an
+    argument of ``optim._target_``, an optimizer class built with ``_partial_: true``."""
 
-
-@dataclass
-class EchoConfig:
-    policy: str = "stochastic"
-    factor: float = 2.0  # batch / example echoing
-    buffer: int = 1024  # example echoing: shuffle buffer size in examples
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
+    name: str = MISSING  # a label for reports
+    lr: float = MISSING  # the peak learning rate, also passed to the optimizer
     lr_schedule: str = "cosine"  # over the budget fraction u
     warmup: float = 0.0  # fraction of the budget with a linear warm-up
     lr_min_ratio: float = 0.0  # final lr / lr for cosine and linear
@@ -78,8 +71,39 @@ class OptimConfig:
 
 
 @dataclass
+class ScheduleKeys:
+    """``schedule`` and ``comm.schedule``: p(u) is built by ``_target_`` (a function returning u -> p)."""
+
+    name: str = MISSING  # a label for reports
+
+
+@dataclass
+class CommKeys:
+    """``comm``: the strategy class is ``comm._target_``, built with the model and the process group."""
+
+    name: str = MISSING  # a label for reports
+    checksums: bool = False  # a parameter checksum after every round (timed apart from training)
+    schedule: Any = None  # p^c(u), built and passed to strategies that take a `schedule`
+
+
+# What the runner itself passes when it builds a component: not config keys.
+RUNTIME_ARGS = {"optim": {"params"}, "comm": {"model", "ctx", "seed", "schedule"}, "data": set(),
+                "schedule": set(), "comm.schedule": set(),
+                "model": set()}  # the data set's facts (num_classes, ...) fill unset model arguments
+
+
+# -------------------------------------------------------------------------------- plain groups
+@dataclass
+class EchoConfig:
+    policy: str = "stochastic"
+    factor: float = 2.0  # batch / example echoing
+    buffer: int = 1024  # example echoing: shuffle buffer size in examples
+
+
+@dataclass
 class BudgetConfig:
-    """The run stops at whichever budget is reached first; u is the largest fraction consumed."""
+    """The run stops at whichever budget is reached first; u is the largest fraction consumed. A budget
+    of example loads ends at the step that would load beyond it."""
 
     example_loads: Optional[int] = None
     steps: Optional[int] = None
@@ -114,17 +138,8 @@ class HardwareConfig:
     step_s: Optional[float] = None
     ratio: Optional[float] = None  # loading one batch takes `ratio` step-times; wins over load_s_per_example
     prefetch: int = 2
-    comm_latency_s: float = 0.0
+    comm_latency_s: float = 0.0  # per collective call
     comm_bandwidth_Bps: Optional[float] = None
-
-
-@dataclass
-class CommConfig:
-    name: str = "none"
-    k: int = 4  # grad_accum
-    period: int = 4  # periodic
-    warmup_steps: int = 0  # periodic: average every step before this
-    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(name="constant"))
 
 
 @dataclass
@@ -153,11 +168,12 @@ class LoggerConfig:
 @dataclass
 class TrainConfig:
     device: str = "auto"  # auto: cuda when available
-    amp: str = "auto"  # auto: bf16 on a GPU that supports it, off on CPU; off | bf16 | fp16
+    amp: str = "auto"  # auto: bf16 on a GPU that supports it, off on CPU; off | bf16 | fp16 (with a GradScaler)
     compile: bool = False
     channels_last: bool = True  # for CNNs on a GPU
-    deterministic: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms
     threads: Optional[int] = None  # torch.set_num_threads on CPU
+    check_every: int = 50  # steps between checks for a signal or a non-finite loss (one all-reduce across ranks)
 
 
 @dataclass
@@ -166,19 +182,25 @@ class CheckpointConfig:
     enabled: bool = True
 
 
+def _defaults(keys) -> Dict[str, Any]:
+    """A component's runner keys with their defaults (the target and its arguments come from YAML)."""
+    return {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+            for f in fields(keys) if f.default is not MISSING or callable(f.default_factory)}
+
+
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: Any = MISSING  # instantiated with hydra.utils.instantiate (_target_)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: Any = field(default_factory=lambda: _defaults(DataKeys))
+    model: Any = MISSING
+    schedule: Any = MISSING
     echo: EchoConfig = field(default_factory=EchoConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: Any = field(default_factory=lambda: _defaults(OptimKeys))
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
-    comm: CommConfig = field(default_factory=CommConfig)
+    comm: Any = field(default_factory=lambda: _defaults(CommKeys))
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -188,47 +210,144 @@ class Config:
     name: Optional[str] = None  # a label for reports
 
 
+COMPONENTS = {"data": DataKeys, "optim": OptimKeys, "schedule": ScheduleKeys, "comm": CommKeys,
+              "comm.schedule": ScheduleKeys, "model": None}
+
+
 def register() -> None:
     ConfigStore.instance().store(name="echo_run_schema", node=Config)
 
 
+# --------------------------------------------------------------------------------------- checks
 def _check(ok: bool, key: str, value: Any, want: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is not valid: it must be {want}.")
 
 
-def _prob(key: str, v: float, zero_ok: bool = False) -> None:
-    lo_ok = v >= 0 if zero_ok else v > 0
-    _check(v is not None and math.isfinite(v) and lo_ok and v <= 1, key, v,
-           "a probability in [0, 1]" if zero_ok else "a probability in (0, 1]")
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _prob(key: str, v: Any) -> None:
+    _check(_is_num(v) and math.isfinite(v) and 0 < v <= 1, key, v, "a probability in (0, 1]")
 
 
 def _pos(key: str, v: Any, allow_none: bool = False) -> None:
     if v is None and allow_none:
         return
-    _check(v is not None and math.isfinite(v) and v > 0, key, v, "a positive number")
+    _check(_is_num(v) and math.isfinite(v) and v > 0, key, v, "a positive number")
+
+
+def _nonneg(key: str, v: Any) -> None:
+    _check(_is_num(v) and math.isfinite(v) and v >= 0, key, v, "0 or more")
 
 
 def _choice(key: str, v: str, choices: tuple) -> None:
     _check(v in choices, key, v, "one of " + ", ".join(choices))
 
 
-def validate_schedule(prefix: str, s: Any) -> None:
-    # Every field is checked, used by the chosen schedule or not: a bad value is a mistake either way.
-    _choice(f"{prefix}.name", s.name, SCHEDULES)
-    _prob(f"{prefix}.p", s.p)
-    _prob(f"{prefix}.p_max", s.p_max)
-    _prob(f"{prefix}.p_min", s.p_min)
-    if s.name in ("cosine", "linear"):
-        _check(s.p_min <= s.p_max, f"{prefix}.p_min", s.p_min, f"at most {prefix}.p_max={s.p_max}")
-    _check(0 < s.gamma <= 1, f"{prefix}.gamma", s.gamma, "in (0, 1]")
-    ms = list(s.milestones)
-    _check(all(0 < m < 1 for m in ms) and ms == sorted(ms), f"{prefix}.milestones", ms,
+def _fractions(key: str, v: Any) -> None:
+    ms = list(v) if isinstance(v, (list, ListConfig)) else None
+    _check(ms is not None and all(_is_num(m) and 0 < m < 1 for m in ms) and ms == sorted(ms), key, ms,
            "an increasing list of fractions in (0, 1)")
 
 
+# Ranges of well-known arguments of components, whoever's class takes them.
+ARG_CHECKS = {
+    "schedule": {"p": _prob, "p_max": _prob, "p_min": _prob, "milestones": _fractions,
+                 "gamma": lambda k, v: _check(_is_num(v) and 0 < v <= 1, k, v, "in (0, 1]")},
+    "optim": {"lr": _pos, "weight_decay": _nonneg, "eps": _pos,
+              "momentum": lambda k, v: _check(_is_num(v) and 0 <= v < 1, k, v, "in [0, 1)"),
+              "betas": lambda k, v: _check(isinstance(v, (list, tuple, ListConfig)) and len(v) == 2
+                                           and all(_is_num(b) and 0 <= b < 1 for b in v), k, v,
+                                           "two numbers in [0, 1)")},
+    "comm": {"k": _pos, "period": _pos, "warmup_steps": _nonneg, "outer_lr": _pos,
+             "outer_momentum": lambda k, v: _check(_is_num(v) and 0 <= v < 1, k, v, "in [0, 1)")},
+    "data": {"test_fraction": lambda k, v: _check(_is_num(v) and 0 < v < 1, k, v, "in (0, 1)"),
+             "block_size": _pos, "image_size": _pos,
+             "vocab_size": lambda k, v: _check(_is_num(v) and v >= 260, k, v,
+                                               "at least 260 (the bytes plus a few merges)")},
+}
+ARG_CHECKS["comm.schedule"] = ARG_CHECKS["schedule"]
+
+
+def target_of(node: Any, prefix: str):
+    """The object that ``node._target_`` names (ConfigError when missing or not importable)."""
+    from hydra.utils import get_object
+
+    tgt = node.get("_target_") if isinstance(node, DictConfig) else None
+    group = prefix.split(".")[0]
+    if not tgt:
+        raise ConfigError(f"{prefix} has no _target_: choose one with {group}=<option> (see echo-run --help), "
+                          f"or set {prefix}._target_ to your own class or function.")
+    try:
+        return get_object(tgt)
+    except Exception as e:
+        why = " ".join(str(e.__cause__ or e).split())[:160]
+        raise ConfigError(f"{prefix}._target_={tgt!r} cannot be imported ({why}): "
+                          f"choose an option with {group}=<option> (see echo-run --help), or check the module "
+                          "path of your own class.") from None
+
+
+def target_args(node: DictConfig, keys) -> Dict[str, Any]:
+    """The keys of a component node that go to its ``_target_``: not the runner's own, not
+    ``_..._``; shared keys only if the target takes them."""
+    own = {f.name for f in fields(keys)} if keys is not None else set()
+    if keys is OptimKeys:
+        own.discard("lr")  # the optimizer's argument too
+    args = {k: node[k] for k in node if k not in own and not str(k).startswith("_")}
+    shared = SHARED.get(keys, ())
+    if shared:
+        params = inspect.signature(target_of(node, "data")).parameters
+        args.update({k: node[k] for k in shared if k in node and k in params})
+    return args
+
+
+def validate_component(cfg: DictConfig, prefix: str) -> None:
+    """The runner's keys of a component typed and defaulted; the rest checked against its target."""
+    node = OmegaConf.select(cfg, prefix)
+    keys = COMPONENTS[prefix]
+    target = target_of(node, prefix)
+    if keys is not None:
+        own = {f.name for f in fields(keys)}
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(keys), {k: node[k] for k in node if k in own})
+            OmegaConf.to_container(typed, throw_on_missing=True)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", "") or ""
+            raise ConfigError(f"{prefix}.{key} is not valid: {str(e).splitlines()[0]} (check the value given "
+                              f"to {prefix}.{key}).") from None
+        with open_dict(node):
+            for k in own:
+                node[k] = typed[k]
+    params = inspect.signature(target).parameters
+    runtime = RUNTIME_ARGS[prefix]
+    args = target_args(node, keys)
+    for k in SHARED.get(keys, ()):
+        default = next(f.default for f in fields(keys) if f.name == k)
+        if k not in params and node[k] != default:
+            raise ConfigError(f"{prefix}.{k}={node[k]!r} does not apply to {prefix} {node._target_}, which takes no "
+                              f"{k}: drop it, or choose a {prefix} that reads files (see README.md).")
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        for k in args:
+            if k not in params or k in runtime:
+                options = [p for p in params if p not in runtime and p != "self"
+                           and params[p].kind not in (params[p].VAR_POSITIONAL, params[p].VAR_KEYWORD)]
+                raise ConfigError(f"{prefix}.{k} is not an option of {prefix} {node._target_}: its options are "
+                                  f"{', '.join(options) or 'none'}. Check the spelling.")
+    for k, v in args.items():
+        p = params.get(k)
+        if p is not None and p.default is not inspect.Parameter.empty and p.default is not None \
+                and _is_num(p.default) and v is not None and not _is_num(v):
+            raise ConfigError(f"{prefix}.{k}={v!r} is not valid: it must be a number (the default of "
+                              f"{node._target_} is {p.default!r}).")
+        check = ARG_CHECKS.get(prefix, {}).get(k)
+        if check is not None and v is not None:
+            check(f"{prefix}.{k}", v)
+
+
 def validate_keys(node: Any, schema: Any, prefix: str = "") -> None:
-    """Refuse keys the schema does not know (``+optim.lrr=0.1`` would otherwise be accepted)."""
+    """Refuse keys the schema does not know (``+train.foo=1`` would otherwise be accepted)."""
     known = {f.name: f for f in fields(schema)}
     for k in node:
         if k not in known:
@@ -239,26 +358,6 @@ def validate_keys(node: Any, schema: Any, prefix: str = "") -> None:
         sub = known[k].default_factory() if callable(known[k].default_factory) else None
         if is_dataclass(sub) and isinstance(v, DictConfig):
             validate_keys(v, type(sub), f"{prefix}{k}.")
-
-
-def validate_model_keys(m: DictConfig) -> None:
-    """The model group's keys are the arguments of its ``_target_``."""
-    import inspect
-
-    from hydra.utils import get_object
-
-    try:
-        target = get_object(m._target_)
-    except Exception:
-        raise ConfigError(f"model._target_={m._target_!r} cannot be imported: choose a model with model=<name> "
-                          "(see echo-run --help).") from None
-    params = inspect.signature(target).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    for k in m:
-        if not k.startswith("_") and k not in params:
-            raise ConfigError(f"model.{k} is not an option of model {m._target_}: its options are "
-                              f"{', '.join(p for p in params if p != 'self')}. Check the spelling.")
 
 
 def validate_data_root(d: Any) -> None:
@@ -285,29 +384,44 @@ def validate_data_root(d: Any) -> None:
                           f"directory): {fix}, or choose a writable data.root for the download.")
 
 
+def expected_world(la: Any) -> Optional[int]:
+    """Ranks the launcher will start (None: decided at rendezvous, an elastic MIN:MAX job)."""
+    if la.name == "local":
+        return 1
+    nodes = str(la.nnodes)
+    return None if ":" in nodes else int(nodes) * la.nproc_per_node
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks for every numeric option and choice; raises ConfigError on the first."""
     validate_keys(cfg, Config)
+    for prefix in COMPONENTS:
+        validate_component(cfg, prefix)
     d = cfg.data
-    _choice("data.task", d.task, TASKS)
     _pos("data.batch_size", d.batch_size)
-    _check(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "in (0, 1)")
-    _pos("data.block_size", d.block_size)
-    _check(d.vocab_size >= 260, "data.vocab_size", d.vocab_size, "at least 260 (the bytes plus a few merges)")
+    _nonneg("data.workers", d.workers)
+    _pos("data.prefetch_factor", d.prefetch_factor)
     _pos("data.max_train_examples", d.max_train_examples, allow_none=True)
     _pos("data.max_test_examples", d.max_test_examples, allow_none=True)
-    validate_schedule("schedule", cfg.schedule)
+    s = cfg.schedule
+    for prefix, sch in (("schedule", s), ("comm.schedule", cfg.comm.schedule)):
+        if "p_min" in sch and "p_max" in sch:
+            _check(sch.p_min <= sch.p_max, f"{prefix}.p_min", sch.p_min, f"at most {prefix}.p_max={sch.p_max}")
     e = cfg.echo
-    _choice("echo.policy", e.policy, POLICIES)
+    _choice("echo.policy", e.policy, ("stochastic", "batch", "example", "adaptive"))
     _check(math.isfinite(e.factor) and e.factor >= 1, "echo.factor", e.factor, "a number of at least 1")
     _pos("echo.buffer", e.buffer)
+    if e.policy == "example" and d.augment_on_echo:
+        raise ConfigError("data.augment_on_echo=true does not apply to echo=example, which mixes repeated examples "
+                          "through a shuffle buffer before batching (an echoed example is never a held batch): "
+                          "use echo=stochastic or echo=batch to re-augment echoed batches, or drop "
+                          "data.augment_on_echo.")
     o = cfg.optim
-    _pos("optim.lr", o.lr)
-    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
-    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "0 or more")
     _choice("optim.lr_schedule", o.lr_schedule, LR_SCHEDULES)
     _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "a fraction in [0, 1)")
     _check(0 <= o.lr_min_ratio <= 1, "optim.lr_min_ratio", o.lr_min_ratio, "in [0, 1]")
+    _fractions("optim.milestones", o.milestones)
+    _check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "in (0, 1]")
     _pos("optim.grad_clip", o.grad_clip, allow_none=True)
     b = cfg.budget
     _check(any(v is not None for v in (b.example_loads, b.steps, b.sim_s)), "budget", "null",
@@ -337,18 +451,12 @@ def validate(cfg: DictConfig) -> None:
         _pos("hardware.prefetch", h.prefetch)
         _check(h.comm_latency_s >= 0, "hardware.comm_latency_s", h.comm_latency_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
-    background = p.background if p.background is not None else p.examples_per_s is not None
+    background = p.background if p.background is not None else (p.examples_per_s is not None or d.workers > 0)
     if e.policy == "adaptive" and h.name == "none" and not background:
         raise ConfigError(
             "echo=adaptive needs something that tells when a fresh batch is ready: choose a hardware "
-            "profile (hardware=gpu_nvme, ...) for the simulated clock, or set pipeline.background=true "
-            "(and usually pipeline.examples_per_s) for a real background pipeline.")
-    c = cfg.comm
-    _choice("comm.name", c.name, COMMS)
-    _pos("comm.k", c.k)
-    _pos("comm.period", c.period)
-    _check(c.warmup_steps >= 0, "comm.warmup_steps", c.warmup_steps, "0 or more")
-    validate_schedule("comm.schedule", c.schedule)
+            "profile (hardware=gpu_nvme, ...) for the simulated clock, or a background pipeline "
+            "(data.workers=N, pipeline.examples_per_s=..., or pipeline.background=true).")
     la = cfg.launcher
     _choice("launcher.name", la.name, ("local", "torchrun"))
     _pos("launcher.nproc_per_node", la.nproc_per_node)
@@ -356,11 +464,20 @@ def validate(cfg: DictConfig) -> None:
     _choice("launcher.backend", la.backend, ("auto", "gloo", "nccl"))
     _check(re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", str(la.nnodes)) is not None, "launcher.nnodes", la.nnodes,
            "a number of nodes, or MIN:MAX for an elastic job")
-    if c.name not in ("none", "grad_accum") and la.name == "local":
+    ranks = getattr(target_of(cfg.comm, "comm"), "ranks", "any")
+    world = expected_world(la)
+    if ranks == "many" and world == 1:
         raise ConfigError(
-            f"comm={c.name} communicates between several processes, but launcher=local trains in this one: "
-            "add launcher=torchrun launcher.nproc_per_node=N to train on N ranks (README, \"Data-parallel "
-            "echoing with torchrun\"), or leave comm out.")
+            f"comm={cfg.comm.name} communicates between several processes, but "
+            f"{'launcher=local trains in this one' if la.name == 'local' else 'the torchrun job has one rank'}: "
+            "add launcher=torchrun launcher.nproc_per_node=N (N >= 2) to train on N ranks (README, "
+            "\"Data-parallel echoing with torchrun\"), or leave comm out.")
+    if ranks == "one" and (world is None or world > 1):
+        raise ConfigError(
+            f"comm={cfg.comm.name} trains one process, but the torchrun job starts "
+            f"{world or 'several'} ranks that would each train alone on their shard: choose comm=allreduce "
+            "for plain data parallelism (DDP) or another strategy (comm=on_load, periodic, probabilistic, "
+            "grad_accum), or launcher.nproc_per_node=1.")
     _choice("logger.name", cfg.logger.name, ("jsonl", "wandb"))
     _choice("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     t = cfg.train
@@ -368,10 +485,11 @@ def validate(cfg: DictConfig) -> None:
     _check(t.device in ("auto", "cpu") or t.device.startswith("cuda"), "train.device", t.device,
            "auto, cpu or cuda[:N]")
     _pos("train.threads", t.threads, allow_none=True)
+    _pos("train.check_every", t.check_every)
     _pos("checkpoint.every_loads", cfg.checkpoint.every_loads, allow_none=True)
     _choice("resume", cfg.resume, ("auto", "never"))
-    if not (isinstance(cfg.model, DictConfig) and "_target_" in cfg.model):
-        raise ConfigError("model has no _target_: choose a model with model=<name> (see echo-run --help).")
-    validate_model_keys(cfg.model)
     validate_data_root(d)
-    OmegaConf.resolve(cfg)  # an interpolation error surfaces here, not mid-run
+    try:
+        OmegaConf.resolve(cfg)  # an interpolation error surfaces here, not mid-run
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"the config could not be resolved: {str(e).splitlines()[0]}.") from None

@@ -4,14 +4,16 @@ The pipeline loads batches one after another, each in ``batch_size * load_s_per_
 seconds (or ``ratio`` step-times), and may run at most ``prefetch`` batches ahead of the trainer: batch
 n starts once batch n - prefetch was taken. It works while the trainer computes, so with loading
 R step-times per batch plain SGD spends R step-times per fresh batch (R >= 1) and ``echo=adaptive``
-takes R steps per fresh batch. A training step takes ``step_s``; a communication round
-``latency + bytes / bandwidth``.
+takes R steps per fresh batch. A training step takes ``step_s``; each collective call costs
+``latency + bytes / bandwidth``. The calls DDP makes during the backward pass overlap with it (the
+step costs the larger of the compute and those calls); calls before or after the compute (model
+averaging, the buffer average, the adaptive agreement) add to it.
 Only counts enter, so the same command gives the same ``sim_s`` on any machine.
 """
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Optional, Sequence
 
 
 class SimClock:
@@ -43,11 +45,13 @@ class SimClock:
         self.last_finish = finish
         self.consumed.append(self.t)
 
-    def step(self) -> None:
-        self.t += self.step_s
+    def call_s(self, nbytes: int) -> float:
+        """One collective call of ``nbytes`` payload."""
+        return self.latency + (nbytes / self.bandwidth if self.bandwidth else 0.0)
 
-    def comm(self, nbytes: int) -> None:
-        self.t += self.latency + (nbytes / self.bandwidth if self.bandwidth else 0.0)
+    def step(self, overlapped: Sequence[int] = (), sequential: Sequence[int] = ()) -> None:
+        """One training step and its collective calls (``runner.comm.Traffic``)."""
+        self.t += max(self.step_s, sum(map(self.call_s, overlapped))) + sum(map(self.call_s, sequential))
 
     def state_dict(self) -> dict:
         return {"t": self.t, "idle_s": self.idle_s, "last_finish": self.last_finish, "consumed": list(self.consumed)}

@@ -1,26 +1,12 @@
 """The end-of-run summary: final metrics, time to target, and what produced them."""
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import subprocess
 from pathlib import Path
 from typing import Optional
 
 from .metrics import read_jsonl
-
-# Options that change how a run is watched or launched, not what it computes.
-_NOT_HASHED = ("resume", "logger", "name")
-_NOT_HASHED_LAUNCHER = ("dry_run", "max_restarts", "rdzv_endpoint", "rdzv_id", "rdzv_backend")
-
-
-def config_hash(resolved: dict) -> str:
-    d = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
-    if "launcher" in d:
-        d["launcher"] = {k: v for k, v in d["launcher"].items() if k not in _NOT_HASHED_LAUNCHER}
-    d.pop("checkpoint", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def git_revision() -> Optional[str]:
@@ -64,7 +50,7 @@ def time_to_target(records: list, metric: str, target: Optional[float], mode: st
     return None
 
 
-def make_summary(cfg, resolved: dict, run_dir: Path, status: str, chash: str, world: int) -> dict:
+def make_summary(cfg, resolved: dict, run_dir: Path, status: str, chash: str, world: int, comm: str) -> dict:
     records = read_jsonl(Path(run_dir) / "metrics.jsonl")
     final = records[-1] if records else {}
     t = cfg.target
@@ -75,15 +61,16 @@ def make_summary(cfg, resolved: dict, run_dir: Path, status: str, chash: str, wo
                    "reached": time_to_target(records, t.metric, t.value, t.mode)},
         "records": len(records),
         "config_hash": chash,
-        "method": method_label(resolved),
+        "method": method_label(resolved, comm),
         "world_size": world,
         "git_revision": git_revision(),
         "versions": versions(),
     }
 
 
-def method_label(resolved: dict) -> str:
-    """A short name for the echoing and communication method, used to group runs in reports."""
+def method_label(resolved: dict, comm: Optional[str] = None) -> str:
+    """A short name for the echoing and communication method, used to group runs in reports;
+    ``comm`` is the strategy that ran (its ``name``), by default the config's."""
     e, s = resolved["echo"], resolved["schedule"]
     if e["policy"] == "stochastic":
         label = "sgd" if s["name"] == "none" else s["name"] if s["name"] != "constant" else f"constant(p={s['p']})"
@@ -91,7 +78,7 @@ def method_label(resolved: dict) -> str:
         label = f"{e['policy']}(e={e['factor']})"
     else:
         label = "adaptive"
-    c = resolved.get("comm", {})
-    if c.get("name", "none") != "none":
-        label += f"+{c['name']}"
+    comm = comm or resolved.get("comm", {}).get("name", "none")
+    if comm != "none":
+        label += f"+{comm}"
     return label

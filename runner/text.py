@@ -11,11 +11,12 @@ GPT-2's tokenizer files (``vocab.json`` and ``merges.txt``, or ``tokenizer.json`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from .data import Splits, blocks, cache_dir
-from .schema import ConfigError
+from .errors import ConfigError
 
 CONFIG = "wikitext-2-raw-v1"
 HUB = "Salesforce/wikitext"
@@ -26,7 +27,7 @@ def local_files(root: Path) -> dict:
     return {s: str(root / CONFIG / f"{s}-00000-of-00001.parquet") for s in SPLITS}
 
 
-def load_text(d, root: Path):
+def load_text(download: bool, root: Path):
     """The ``datasets.DatasetDict`` of WikiText-2: the local parquet copy, else the hub."""
     from datasets import load_dataset
 
@@ -34,7 +35,7 @@ def load_text(d, root: Path):
     if all(Path(f).is_file() for f in files.values()):
         return load_dataset("parquet", data_files=files)
     failure = "data.download=false, so the hub was not tried"
-    if d.download:
+    if download:
         try:
             return load_dataset(HUB, CONFIG)
         except Exception as e:  # offline, no cached copy, a proxy refusing...
@@ -48,15 +49,14 @@ def load_text(d, root: Path):
         f"and copy {root / CONFIG} here, or point data.root=DIR at a directory that holds {CONFIG}/.")
 
 
-def load_tokenizer(d, root: Path):
+def load_tokenizer(name: str, download: bool, root: Path):
     """GPT-2's byte-level BPE tokenizer (``GPT2TokenizerFast``) from a directory or the hub."""
     from transformers import GPT2TokenizerFast
 
-    name = d.tokenizer
     here = Path(name) if Path(name).is_dir() else root / name
     where = str(here) if here.is_dir() else name
     try:
-        tok = GPT2TokenizerFast.from_pretrained(where, local_files_only=not d.download or here.is_dir())
+        tok = GPT2TokenizerFast.from_pretrained(where, local_files_only=not download or here.is_dir())
         if len(tok) <= 256:  # transformers returns an empty tokenizer, not an error, when it finds no files
             raise FileNotFoundError(f"no tokenizer files found for {where!r}")
     except Exception as e:
@@ -78,16 +78,17 @@ def token_ids(texts, tok) -> torch.Tensor:
     return torch.tensor([i for line in ids for i in line], dtype=torch.long)
 
 
-def wikitext2(d) -> Splits:
+def wikitext2(root: Optional[str] = None, download: bool = True, block_size: int = 256,
+              tokenizer: str = "gpt2") -> Splits:
     """WikiText-2 (raw): about 2.4M training and 0.28M test GPT-2 tokens of Wikipedia articles."""
-    root = cache_dir(d.root)
-    text = load_text(d, root)
-    tok = load_tokenizer(d, root)
-    train = blocks(token_ids(text["train"]["text"], tok), d.block_size)
-    test = blocks(token_ids(text["test"]["text"], tok), d.block_size)
+    root = cache_dir(root)
+    text = load_text(download, root)
+    tok = load_tokenizer(tokenizer, download, root)
+    train = blocks(token_ids(text["train"]["text"], tok), block_size)
+    test = blocks(token_ids(text["test"]["text"], tok), block_size)
     if len(train) == 0 or len(test) == 0:
-        raise ConfigError(f"data.block_size={d.block_size} is longer than a split of wikitext2 in "
+        raise ConfigError(f"data.block_size={block_size} is longer than a split of wikitext2 in "
                           f"{root}: choose a smaller block size.")
     return Splits(train, test, "language",
-                  {"vocab_size": len(tok), "block_size": d.block_size, "name": "wikitext2"})
+                  {"vocab_size": len(tok), "block_size": block_size, "name": "wikitext2"})
 

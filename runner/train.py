@@ -1,34 +1,29 @@
 """The training loop: config -> data -> pipeline -> echo stage -> train step -> communication ->
-records. One function runs alone or as one rank of a torchrun job; every piece of state it needs
-to continue exactly is in the checkpoint."""
+records. ``run`` trains alone or as one rank of a torchrun job. ``Trainer`` builds the run's parts
+once and names, in one place, everything a checkpoint holds to continue exactly; ``train`` is the
+loop and ``boundary`` the work between steps (agree on a stop, evaluate, record, checkpoint)."""
 from __future__ import annotations
 
 import math
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from . import accel, checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
+from .config import build, config_hash, resolved
+from .errors import ConfigError, Diverged, Preempted
 from .metrics import Progress, build_sinks, clean, write_json
-from .schema import ConfigError
 from .schedules import lr_at
-from .summary import config_hash, make_summary
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM or SIGINT arrived; a checkpoint was written."""
+from .schema import OptimKeys, ScheduleKeys
+from .step import amp_context, amp_mode, evaluate, grad_scaler, train_step
+from .summary import make_summary
 
 
 @dataclass
@@ -41,254 +36,328 @@ class Counters:
     eval_s: float = 0.0
     next_eval: int = 0  # example loads at which the next evaluation is due
     next_ckpt: int = 0
-    loss_sum: float = 0.0  # training loss since the last record
-    loss_n: int = 0
     recorded_step: int = -1  # the step of the last record
+    saved_step: int = -1  # the step of the last checkpoint
 
 
-def plain(node) -> SimpleNamespace:
-    """A config group as a plain object, for reads in the hot loop."""
-    return SimpleNamespace(**OmegaConf.to_container(node, resolve=True))
+class Budget:
+    """The run's budget and u, the largest fraction of it consumed. A budget of example loads ends
+    at the step that would load beyond it: the upstream ends after the last whole batch that fits."""
+
+    def __init__(self, b, loads_per_batch: int):
+        self.batches = b.example_loads // loads_per_batch if b.example_loads else None
+        if self.batches == 0:
+            raise ConfigError(f"budget.example_loads={b.example_loads} is less than one batch of every rank "
+                              f"({loads_per_batch} examples): raise it or lower data.batch_size.")
+        self.loads = self.batches * loads_per_batch if self.batches else None
+        self.steps, self.sim_s = b.steps, b.sim_s
+
+    def fraction(self, c: Counters, sim_s: Optional[float]) -> float:
+        u = c.example_loads / self.loads if self.loads else 0.0
+        if self.steps:
+            u = max(u, c.step / self.steps)
+        if self.sim_s and sim_s is not None:
+            u = max(u, sim_s / self.sim_s)
+        return min(u, 1.0)
+
+    def spent(self, c: Counters, sim_s: Optional[float]) -> bool:
+        return bool(self.steps and c.step >= self.steps) or bool(self.sim_s and sim_s is not None
+                                                                   and sim_s >= self.sim_s)
 
 
-def progress(c: Counters, b, sim_s: Optional[float]) -> float:
-    """u: the largest fraction of any budget consumed."""
-    u = 0.0
-    if b.example_loads:
-        u = c.example_loads / b.example_loads
-    if b.steps:
-        u = max(u, c.step / b.steps)
-    if b.sim_s and sim_s is not None:
-        u = max(u, sim_s / b.sim_s)
-    return u
+class Limited:
+    """The pipeline, ending after ``left`` batches (None: endless)."""
+
+    def __init__(self, source, left: Optional[int]):
+        self.source, self.left = source, left
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        if self.left is not None:
+            if self.left <= 0:
+                raise StopIteration
+            self.left -= 1
+        return next(self.source)
 
 
-def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+class LossMeter:
+    """The training loss since the last record, summed on the device (one host sync per check). A
+    checkpoint stores the exact sum, so a resumed run sums in the same order as an unbroken one."""
+
+    def __init__(self, dev: torch.device):
+        self.sum, self.n = torch.zeros((), device=dev), 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.sum += loss
+        self.n += 1
+
+    def finite(self) -> bool:
+        return math.isfinite(self.sum.item())
+
+    def take(self) -> Optional[float]:
+        mean = self.sum.item() / self.n if self.n else None
+        self.sum.zero_()
+        self.n = 0
+        return mean
+
+    def state_dict(self) -> dict:
+        return {"sum": self.sum.item(), "n": self.n}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.sum.fill_(st["sum"])
+        self.n = st["n"]
 
 
-@torch.no_grad()
-def evaluate(model, test, task: str, device, batch_size: int, amp) -> dict:
-    model.eval()
-    fetch = pipeline.fetcher(test)
-    total, correct, n = 0.0, 0, 0
-    for i in range(0, len(test), batch_size):
-        x, y = (t.to(device, non_blocking=True) for t in fetch(list(range(i, min(i + batch_size, len(test))))))
-        with amp():
-            logits = model(x).float()
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
-        n += y.numel()
-        if task == "classification":
-            correct += (logits.argmax(-1) == y).sum().item()
-    model.train()
-    loss = total / n
-    if task == "classification":
-        return {"test_loss": loss, "test_acc": correct / n}
-    return {"test_loss": loss, "test_ppl": math.exp(min(loss, 50.0))}
+class Timer:
+    """Training time. The device is synchronised before every read, so that work queued on a GPU
+    lands in the interval that queued it (AlgoPerf's rule)."""
+
+    def __init__(self, dev: torch.device):
+        self.dev, self.t0 = dev, None
+
+    def start(self) -> None:
+        accel.sync(self.dev)
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        accel.sync(self.dev)
+        return time.perf_counter() - self.t0
 
 
-def amp_context(t, device: torch.device):
-    mode = t.amp
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    if mode == "off":
-        return nullcontext
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.ctx = ctx = dist.init(cfg.train.device, cfg.launcher.backend)
+        dev, B = ctx.device, cfg.data.batch_size
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        accel.deterministic(cfg.train.deterministic)
+        torch.manual_seed(cfg.seed)  # the initial model (rank 0's is broadcast to every rank)
+        self.splits = data.build(cfg.data)
+        self.model = accel.prepare(models.build(cfg.model, self.splits.info).to(dev), cfg.train, dev, self.splits.info)
+        if ctx.world > 1:
+            comm_mod.broadcast_model(self.model)
+        self.comm = comm_mod.build(cfg.comm, self.model, ctx, cfg.seed)
+        self.net = accel.compile_net(self.comm.wrap(self.model), cfg.train)
+        self.opt = build(cfg.optim, OptimKeys)(self.model.parameters())
+        mode = amp_mode(cfg.train, dev)
+        self.amp, self.scaler = amp_context(mode, dev), grad_scaler(mode, dev)
+        self.budget = Budget(cfg.budget, B * ctx.world)
+        self.source = pipeline.from_config(cfg.pipeline, self.splits.train, B, cfg.seed, ctx.rank, ctx.world)
+        self.upstream = Limited(self.source, self.budget.batches)
+        self.clock = simclock.from_config(cfg.hardware, B)
+        transfer = accel.transfer(dev, accel.uses_channels_last(cfg.train, dev, self.splits.info))
+        # Under the simulated clock "ready" is the same on every rank: no agreement round is needed.
+        self.stream = echo.from_config(
+            cfg, self.upstream, build(cfg.schedule, ScheduleKeys), transfer=transfer,
+            ready=self.clock.ready if self.clock else self.source.ready, agree=None if self.clock else self.comm.agree,
+            on_echo=self.splits.augment if cfg.data.augment_on_echo else None)
+        torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
+        self.c = Counters(next_eval=cfg.eval.every_loads or 0, next_ckpt=cfg.checkpoint.every_loads or 0)
+        self.loss, self.timer = LossMeter(dev), Timer(dev)
+        self.resolved = resolved(cfg)
+        self.chash = config_hash(self.resolved)
+        self.stop_signal: Optional[int] = None
+        self.last_p = 1.0
+        self.sinks: list = []
+        # Plain copies of what the loop reads at every step: an OmegaConf attribute read costs ~100x a
+        # plain one, which added up to several percent of a small model's step.
+        self.optim = SimpleNamespace(**OmegaConf.to_container(cfg.optim, resolve=True))
+        self.B, self.world = B, ctx.world
+        self.every_eval, self.every_ckpt = cfg.eval.every_loads or 0, cfg.checkpoint.every_loads or 0
+        self.check_every, self.checksums = cfg.train.check_every, cfg.comm.checksums
+        total, unit = ((self.budget.loads, "loads") if self.budget.loads else (cfg.budget.steps, "steps")
+                       if cfg.budget.steps else (cfg.budget.sim_s, "sim_s"))
+        self.bar = Progress(total, unit, cfg.logger.progress and ctx.is_main)
+        self.bar_unit = unit
 
+    # -- what a checkpoint holds, named once
+    def parts(self) -> dict:
+        return {"model": self.model, "opt": self.opt, "scaler": self.scaler, "stream": self.stream,
+                "source": self.source, "comm": self.comm, "clock": self.clock, "loss": self.loss}
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train as configured, writing records to ``run_dir``; returns the summary."""
-    run_dir = Path(run_dir)
-    ctx = dist.init(cfg.train.device, cfg.launcher.backend)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.seed)  # the same initial model on every rank
-    splits = data.build(cfg.data)
-    model = accel.prepare(models.build(cfg.model, splits.info).to(ctx.device), cfg.train, ctx.device, splits.info)
-    comm = comm_mod.build(cfg, model, ctx)
-    net = accel.compile_net(comm.wrap(model), cfg.train)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
-    B = cfg.data.batch_size
-    source = pipeline.from_config(cfg.pipeline, splits.train, B, cfg.seed, ctx.rank, ctx.world)
-    clock = simclock.from_config(cfg.hardware, B)
-    dev = ctx.device
-    transfer = accel.transfer(dev, accel.uses_channels_last(cfg.train, dev, splits.info))
-    stream = echo.from_config(cfg, source, ready=clock.ready if clock else source.ready, agree=comm.agree,
-                              transfer=transfer, on_echo=splits.augment if cfg.data.augment_on_echo else None)
-    amp = amp_context(cfg.train, dev)
-    torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
+    def state_dict(self) -> dict:
+        dev = self.ctx.device
+        return {"config_hash": self.chash, "counters": asdict(self.c), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                **{k: p.state_dict() for k, p in self.parts().items() if p is not None}}
 
-    c = Counters(next_eval=0, next_ckpt=cfg.checkpoint.every_loads or 0)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    chash = config_hash(resolved)
-    state = checkpoint.load_agreed(run_dir, ctx.rank, comm.reduce_max if ctx.world > 1 else None)
-    if state is not None:
-        if state["config_hash"] != chash:
-            raise ConfigError(f"the checkpoint {checkpoint.path(run_dir, ctx.rank)} belongs to another "
+    def load_state_dict(self, st: dict) -> None:
+        for k, p in self.parts().items():
+            if p is not None:
+                p.load_state_dict(st[k])
+        torch.set_rng_state(st["rng"])
+        if st["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"], self.ctx.device)
+        self.c = Counters(**st["counters"])
+        if self.budget.batches is not None:
+            self.upstream.left = self.budget.batches - self.c.example_loads // (self.B * self.world)
+
+    def resume(self) -> None:
+        """Continue from the newest checkpoint every rank holds, if there is one."""
+        ctx = self.ctx
+        st = checkpoint.load_agreed(self.run_dir, ctx.rank, self.comm.reduce_max if ctx.world > 1 else None)
+        if st is None:
+            return
+        if st["config_hash"] != self.chash:
+            raise ConfigError(f"the checkpoint {checkpoint.path(self.run_dir, ctx.rank)} belongs to another "
                               "configuration; it is left untouched. Re-run that run's exact command to continue "
                               "it, or choose another directory with hydra.run.dir=...")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        stream.load_state_dict(state["stream"])
-        source.load_state_dict(state["source"])
-        comm.load_state_dict(state["comm"])
-        if clock:
-            clock.load_state_dict(state["clock"])
-        torch.set_rng_state(state["rng"])
-        if dev.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], dev)
-        c = Counters(**state["counters"])
-    # The training loss since the last record, summed on the device (one sync per record). A
-    # checkpoint stores its exact value, so a resumed run sums in the same order as an unbroken one.
-    loss_acc = torch.full((), c.loss_sum, device=dev)
-    n_acc = c.loss_n
+        self.load_state_dict(st)
 
-    def save_checkpoint() -> None:
-        c.loss_sum, c.loss_n = loss_acc.item(), n_acc
-        checkpoint.save(run_dir, ctx.rank, {
-            "config_hash": chash, "model": model.state_dict(), "opt": opt.state_dict(),
-            "stream": stream.state_dict(), "source": source.state_dict(), "comm": comm.state_dict(),
-            "clock": clock.state_dict() if clock else None, "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-            "counters": asdict(c)})
+    # -- the loop
+    def sim_s(self) -> Optional[float]:
+        return self.clock.t if self.clock else None
 
-    sinks = build_sinks(cfg, run_dir, resolved) if ctx.is_main else []
-    for s in sinks:
-        if hasattr(s, "index"):
-            s.index = c.records  # records already written before the checkpoint are not repeated
-    # Plain copies of what the loop reads at every step: an OmegaConf attribute read costs ~100x a
-    # plain one, which added up to several percent of a small model's step.
-    b, optim = plain(cfg.budget), plain(cfg.optim)
-    every_eval, every_ckpt = cfg.eval.every_loads, cfg.checkpoint.every_loads
-    total, unit = ((b.example_loads, "loads") if b.example_loads else (b.steps, "steps") if b.steps else (b.sim_s, "sim_s"))
-    bar = Progress(total, unit, cfg.logger.progress and ctx.is_main)
-    stop = {"signal": None}
+    def train(self) -> str:
+        """Train until the budget is spent; returns 'complete' or 'diverged'."""
+        c, b = self.c, self.budget
+        if c.records == 0:
+            self.record(0.0)
+        u = b.fraction(c, self.sim_s())
+        self.timer.start()
+        try:
+            while not b.spent(c, self.sim_s()):
+                u = b.fraction(c, self.sim_s())
+                try:
+                    s = self.stream.next(u)
+                except StopIteration:  # the next load would pass the budget of example loads
+                    break
+                self.last_p = s.p
+                if self.clock:
+                    for _ in range(s.loaded // self.B):
+                        self.clock.load()
+                lr = lr_at(self.optim, u)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                self.loss.add(train_step(self.net, self.opt, self.scaler, s.batch, self.comm, self.amp,
+                                         self.optim.grad_clip))
+                self.communicate(s.fresh, u)
+                c.step += 1
+                c.example_loads += s.loaded * self.world
+                c.echo_steps += not s.fresh
+                if self.due():
+                    self.boundary(u)
+            self.boundary(u, final=True)
+        except Diverged:
+            return "diverged"
+        return "complete"
 
-    def on_signal(signum, frame):
-        stop["signal"] = signum
+    def communicate(self, fresh: bool, u: float) -> None:
+        traffic = self.comm.after_step(fresh, u)
+        if self.clock:
+            self.clock.step(traffic.overlapped, traffic.sequential)
+        if traffic.round and self.checksums:  # verification, not training: off the clock
+            self.c.wall_s += self.timer.stop()
+            self.comm.round_checksum()
+            self.timer.start()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    last_p = 1.0
+    def due(self) -> bool:
+        c = self.c
+        return (bool(self.every_eval) and c.example_loads >= c.next_eval
+                or bool(self.every_ckpt) and c.example_loads >= c.next_ckpt
+                or c.step % self.check_every == 0 or (self.world == 1 and self.stop_signal is not None))
 
-    def record(u: float) -> dict:
-        nonlocal last_p, n_acc
-        c.loss_sum, c.loss_n = loss_acc.item(), n_acc
-        loss_acc.zero_()
-        n_acc = 0
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        wall, idle = comm.reduce_max([c.wall_s, source.idle_s])
+    def boundary(self, u: float, final: bool = False) -> None:
+        """Between two steps and off the training clock: agree on a stop or a divergence, evaluate
+        and record, checkpoint. Every rank reaches it at the same steps."""
+        c, enabled = self.c, self.cfg.checkpoint.enabled
+        c.wall_s += self.timer.stop()
+        self.source.pause()  # not training time: the pipeline must not load ahead meanwhile
+        # One verdict for all ranks: a signal or a NaN on any rank stops every rank here, within
+        # train.check_every steps, so their checkpoints are of the same step.
+        stop, bad = self.comm.reduce_max([float(self.stop_signal is not None), float(not self.loss.finite())])
+        if bad:
+            rec = self.record(u)
+            raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
+        eval_due = final or (bool(self.every_eval) and c.example_loads >= c.next_eval)
+        ckpt_due = (final or stop or (bool(self.every_ckpt) and c.example_loads >= c.next_ckpt)
+                    or (eval_due and not self.every_ckpt))
+        while self.every_eval and c.next_eval <= c.example_loads:
+            c.next_eval += self.every_eval
+        while self.every_ckpt and c.next_ckpt <= c.example_loads:
+            c.next_ckpt += self.every_ckpt
+        if eval_due and c.recorded_step != c.step:
+            self.record(u)
+        if enabled and ckpt_due and c.saved_step != c.step:
+            c.saved_step = c.step
+            checkpoint.save(self.run_dir, self.ctx.rank, self.state_dict())
+        if stop:
+            raise Preempted(f"stopped by signal {self.stop_signal or 'on another rank'} at step {c.step}; a "
+                            "checkpoint was written: run the same command again to continue")
+        self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step, p=self.last_p)
+        self.source.resume()
+        self.timer.start()
+
+    def record(self, u: float) -> dict:
+        c, ctx = self.c, self.ctx
+        wall, idle = self.comm.reduce_max([c.wall_s, self.source.idle_s])
         t0 = time.perf_counter()
-        rec = {"step": c.step, "example_loads": c.example_loads, "epoch": c.example_loads / len(splits.train),
+        rec = {"step": c.step, "example_loads": c.example_loads, "epoch": c.example_loads / len(self.splits.train),
                "echo_steps": c.echo_steps, "wall_s": wall, "eval_s": c.eval_s,
-               "sim_s": clock.t if clock else None, "idle_s": clock.idle_s if clock else idle,
-               "real_idle_s": idle, "lr": lr_at(cfg.optim, min(u, 1.0)), "p_load": last_p,
-               "train_loss": c.loss_sum / c.loss_n if c.loss_n else None,
-               "comm_rounds": comm.rounds, "comm_bytes": comm.bytes, "sync_rounds": comm.sync_rounds,
-               "world_size": ctx.world}
+               "sim_s": self.sim_s(), "idle_s": self.clock.idle_s if self.clock else idle,
+               "real_idle_s": idle, "lr": lr_at(self.optim, u), "p_load": self.last_p,
+               "train_loss": self.loss.take(), "comm_rounds": self.comm.rounds, "comm_bytes": self.comm.bytes,
+               "sync_rounds": self.comm.sync_rounds, "world_size": ctx.world}
         if ctx.is_main:
-            rec.update(evaluate(model, splits.test, splits.task, dev, cfg.eval.batch_size, amp))
+            test = self.splits.test
+            rec.update(evaluate(self.model, eval_batches(test, self.cfg.eval.batch_size, ctx.device),
+                                self.splits.task, self.amp))
+            metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
+            self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step, p=self.last_p,
+                            **{metric: rec[metric]})
         c.eval_s += time.perf_counter() - t0
         rec["eval_s"] = c.eval_s
         c.records += 1
         c.recorded_step = c.step
-        c.loss_sum, c.loss_n = 0.0, 0
-        for s in sinks:
+        for s in self.sinks:
             s.write(clean(rec))
         return rec
 
-    status = "complete"
-    try:
-        if c.records == 0:
-            record(0.0)
-            c.next_eval = cfg.eval.every_loads or 0
-        t_start = time.perf_counter()
-        metric = splits.task == "classification" and "test_acc" or "test_ppl"
-        u = progress(c, b, clock.t if clock else None)
-        while u < 1.0:
-            s = stream.next(u)
-            last_p = s.p
-            if clock:
-                for _ in range(s.loaded // B):
-                    clock.load()
-            lr = lr_at(optim, u)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss_acc += train_step(net, opt, s.batch, comm, amp, optim.grad_clip)
-            n_acc += 1
-            nbytes = comm.after_step(s.fresh, u)
-            if clock:
-                clock.step()
-                if nbytes:
-                    clock.comm(nbytes)
-            c.step += 1
-            c.example_loads += s.loaded * ctx.world
-            c.echo_steps += not s.fresh
-            eval_due = bool(every_eval) and c.example_loads >= c.next_eval
-            ckpt_due = bool(every_ckpt) and c.example_loads >= c.next_ckpt
-            alone_stopped = stop["signal"] is not None and ctx.world == 1
-            u_now, u = u, progress(c, b, clock.t if clock else None)  # u_now: this step's, for its record
-            if eval_due or ckpt_due or alone_stopped or u >= 1.0:
-                c.wall_s += time.perf_counter() - t_start
-                source.pause()  # not training time: the pipeline must not load ahead meanwhile
-                # One verdict for all ranks, which reach this point at the same steps: a signal or a
-                # NaN on any rank stops every rank here, so their checkpoints are of the same step.
-                stopping, bad = comm.reduce_max([float(stop["signal"] is not None),
-                                                 float(not math.isfinite(loss_acc.item()))])
-                if bad:
-                    rec = record(u_now)
-                    raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
-                if eval_due:
-                    while c.next_eval <= c.example_loads:
-                        c.next_eval += cfg.eval.every_loads
-                    rec = record(u_now)
-                    bar.update(c.example_loads if unit == "loads" else c.step, step=c.step, p=s.p,
-                               **{metric: rec.get(metric)})
-                if cfg.checkpoint.enabled and (ckpt_due or (eval_due and not cfg.checkpoint.every_loads)
-                                               or stopping):
-                    while cfg.checkpoint.every_loads and c.next_ckpt <= c.example_loads:
-                        c.next_ckpt += cfg.checkpoint.every_loads
-                    save_checkpoint()
-                if stopping:
-                    raise Preempted(f"stopped by signal {stop['signal'] or 'on another rank'} at step {c.step}; a "
-                                    "checkpoint was written: run the same command again to continue")
-                source.resume()
-                t_start = time.perf_counter()
-            elif c.step % 25 == 0:
-                bar.update(c.example_loads if unit == "loads" else c.step, step=c.step, p=s.p)
-        if c.recorded_step != c.step:
-            final = record(1.0)
-            bar.update(c.example_loads if unit == "loads" else c.step, step=c.step, **{metric: final.get(metric)})
-            if cfg.checkpoint.enabled:
-                save_checkpoint()
-    except Diverged:
-        status = "diverged"
-    finally:
-        bar.close()
-        source.close()  # stop a background producer
-        for sig, h in old.items():
-            signal.signal(sig, h)
-    write_json(run_dir / f"rank{ctx.rank}.json", comm.report())  # decision hash, checksums, counts
-    summary = make_summary(cfg, resolved, run_dir, status, chash, ctx.world)
-    if ctx.is_main:
-        write_json(run_dir / "summary.json", summary)
-    for s in sinks:
-        s.close()
-    return summary
+    # -- around the loop
+    @contextmanager
+    def session(self):
+        """Signals noted for the next boundary, sinks open, the pipeline closed at the end."""
+        def on_signal(signum, frame):
+            self.stop_signal = signum
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.sinks = build_sinks(self.cfg, self.run_dir, self.resolved) if self.ctx.is_main else []
+        for s in self.sinks:
+            if hasattr(s, "index"):
+                s.index = self.c.records  # records already written before the checkpoint are not repeated
+        try:
+            yield
+        finally:
+            self.bar.close()
+            self.source.close()  # stop a background producer
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def finish(self, status: str) -> dict:
+        write_json(self.run_dir / f"rank{self.ctx.rank}.json", self.comm.report())  # decisions, checksums
+        summary = make_summary(self.cfg, self.resolved, self.run_dir, status, self.chash, self.ctx.world,
+                               self.comm.name)
+        if self.ctx.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+        for s in self.sinks:
+            s.close()
+        return summary
 
 
-def train_step(net, opt, batch, comm, amp, grad_clip) -> torch.Tensor:
-    """One forward/backward; the optimizer steps unless gradients are still being accumulated."""
-    x, y = batch
-    with comm.backward_context():
-        with amp():
-            loss = loss_fn(net(x), y)
-        loss.backward()
-    if comm.should_step():
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return loss.detach().float()
+def eval_batches(test, batch_size: int, dev: torch.device) -> Iterator[list]:
+    fetch = pipeline.fetcher(test)
+    for i in range(0, len(test), batch_size):
+        yield [t.to(dev, non_blocking=True) for t in fetch(list(range(i, min(i + batch_size, len(test)))))]
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train as configured, writing records to ``run_dir`` (continuing a run found there); returns
+    the summary."""
+    trainer = Trainer(cfg, run_dir)
+    trainer.resume()
+    with trainer.session():
+        status = trainer.train()
+    return trainer.finish(status)

@@ -19,7 +19,7 @@ from torchvision import datasets as tvd
 from torchvision.transforms.v2 import functional as TF
 
 from .data import Splits, cache_dir
-from .schema import ConfigError
+from .errors import ConfigError
 
 # Per-channel mean and standard deviation of each training set (the usual published values).
 STATS = {
@@ -122,10 +122,10 @@ def _missing(name: str, cls, root: Path, tried_download: Optional[BaseException]
         f"directory that holds {cls.base_folder}/.")
 
 
-def load_cifar(name: str, d) -> Splits:
+def load_cifar(name: str, root: Optional[str], download: bool, augment: bool) -> Splits:
     base, num_classes = CLASSES[name]
     cls = _presence_only(base)
-    root = cache_dir(d.root)
+    root = cache_dir(root)
     made = {}
     for train in (True, False):
         try:
@@ -133,7 +133,7 @@ def load_cifar(name: str, d) -> Splits:
             continue
         except RuntimeError:
             pass  # not there (yet)
-        if not d.download:
+        if not download:
             raise _missing(name, base, root, None)
         try:
             made[train] = cls(str(root), train=train, download=True)
@@ -145,16 +145,16 @@ def load_cifar(name: str, d) -> Splits:
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW, uint8
         return CifarSet(images, torch.tensor(ds.targets, dtype=torch.long), mean, std, augment)
 
-    return Splits(split(made[True], d.augment), split(made[False], False), "classification",
+    return Splits(split(made[True], augment), split(made[False], False), "classification",
                   {"num_classes": num_classes, "in_channels": 3, "image_size": 32, "name": name},
                   augment=echo_augment(mean, std))
 
 
-def cifar10(d) -> Splits:
+def cifar10(root: Optional[str] = None, download: bool = True, augment: bool = True) -> Splits:
     """CIFAR-10: 50,000 training and 10,000 test 32x32 colour images in 10 classes."""
-    return load_cifar("cifar10", d)
+    return load_cifar("cifar10", root, download, augment)
 
 
-def cifar100(d) -> Splits:
+def cifar100(root: Optional[str] = None, download: bool = True, augment: bool = True) -> Splits:
     """CIFAR-100: 50,000 training and 10,000 test 32x32 colour images in 100 classes."""
-    return load_cifar("cifar100", d)
+    return load_cifar("cifar100", root, download, augment)

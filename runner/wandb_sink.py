@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .summary import config_hash
+from .config import config_hash
 
 
 def numeric(rec: dict) -> dict:

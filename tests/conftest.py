@@ -8,34 +8,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from runner.cli import CONF_DIR
-from runner.schema import register, validate
+from runner.config import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_RUN = [sys.executable, "-m", "runner.cli"]
 # Fields measured on the wall clock; everything else in a record is deterministic.
 WALL_FIELDS = {"wall_s", "eval_s", "real_idle_s"}
 
-register()
-
-
 def make_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["logger.progress=false", "train.threads=1", *overrides])
-    validate(cfg)
-    return cfg
+    return compose(["logger.progress=false", "train.threads=1", *overrides])
 
 
 def run_inproc(tmp: Path, *overrides: str) -> tuple[list, dict]:
     """Train in this process into ``tmp``; returns (records, summary)."""
-    from runner.cli import claim_run_dir
+    from runner.runs import claim
     from runner.train import run
 
     cfg = make_cfg(*overrides)
-    claim_run_dir(cfg, Path(tmp))
+    claim(cfg, Path(tmp))
     summary = run(cfg, Path(tmp))
     return read_records(tmp), summary
 

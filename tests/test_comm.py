@@ -27,13 +27,15 @@ MLP = ("~model", "+model._target_=torch.nn.Sequential",
        "{_target_:torch.nn.ReLU},{_target_:torch.nn.Linear,in_features:32,out_features:10}]")
 DIGITS = ("launcher=torchrun", "data.max_test_examples=64", "eval.every_loads=null", "optim.lr=0.1")
 SCENARIOS = {  # name: comm config (steps = STEPS micro-steps, one rank-specific batch each)
-    "allreduce": {"name": "allreduce"},
-    "grad_accum": {"name": "grad_accum", "k": 4},
-    "periodic": {"name": "periodic", "period": 3},
-    "periodic_warmup": {"name": "periodic", "period": 3, "warmup_steps": 2},
-    "prob_1": {"name": "probabilistic", "schedule": {"name": "constant", "p": 1.0}},
-    "prob_03": {"name": "probabilistic", "schedule": {"name": "constant", "p": 0.3}},
-    "on_load": {"name": "on_load"},
+    "allreduce": {"name": "allreduce", "_target_": "runner.comm.AllReduce"},
+    "grad_accum": {"name": "grad_accum", "_target_": "runner.comm.GradAccum", "k": 4},
+    "periodic": {"name": "periodic", "_target_": "runner.comm.Periodic", "period": 3},
+    "periodic_warmup": {"name": "periodic", "_target_": "runner.comm.Periodic", "period": 3, "warmup_steps": 2},
+    "prob_1": {"name": "probabilistic", "_target_": "runner.comm.Probabilistic",
+               "schedule": {"name": "constant", "_target_": "runner.schedules.constant", "p": 1.0}},
+    "prob_03": {"name": "probabilistic", "_target_": "runner.comm.Probabilistic",
+                "schedule": {"name": "constant", "_target_": "runner.schedules.constant", "p": 0.3}},
+    "on_load": {"name": "on_load", "_target_": "runner.comm.OnLoad"},
 }
 
 
@@ -75,22 +77,24 @@ def fresh_steps() -> list:
 def drive(comm_cfg: dict, model_fn, ctx) -> dict:
     """STEPS steps of runner.train.train_step with a strategy; echo steps reuse the last batch."""
     from runner import comm
-    from runner.train import train_step
+    from runner.step import grad_scaler, train_step
 
     torch.manual_seed(0)
     model = model_fn()
-    cfg = OmegaConf.create({"seed": 0, "comm": {"k": 4, "period": 4, "warmup_steps": 0,
-                                                 "schedule": {"name": "constant", "p": 0.5}, **comm_cfg}})
-    s = comm.build(cfg, model, ctx)
+    s = comm.build(OmegaConf.create({"checksums": True, **comm_cfg}), model, ctx, seed=0)
     net = s.wrap(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = grad_scaler("off", torch.device("cpu"))
     sent, identical, b = [], [], None
     for t, fresh in enumerate(fresh_steps()):
         b = batch(ctx.rank, t) if fresh else b
-        train_step(net, opt, b, s, nullcontext, None)
-        n = s.after_step(fresh, t / STEPS)
+        train_step(net, opt, scaler, b, s, nullcontext, None)
+        traffic = s.after_step(fresh, t / STEPS)
+        n = sum(traffic.overlapped) + sum(traffic.sequential)
+        assert bool(n) == traffic.round
         sent.append(n)
         if n:
+            s.round_checksum()
             identical.append(same_on_all_ranks(flat(model)))
     return {"sent": sent, "identical": identical, "report": s.report(), "numel": flat(model).numel(),
             "final": flat(model).tolist() if model_fn is mlp else None}
@@ -100,7 +104,7 @@ def reference_periodic(ctx, period: int) -> list:
     """The same training with PeriodicModelAverager as its documentation uses it."""
     from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 
-    from runner.train import loss_fn
+    from runner.step import loss_fn
 
     torch.manual_seed(0)
     model = mlp()
@@ -132,7 +136,7 @@ def _rank_main(rank: int, port: int, out: str, train_cfgs: dict) -> None:
 
     dist.new_group = dist.new_subgroups = refuse  # every round must use the group created by init
     res = {name: drive(c, small_cnn, ctx) for name, c in SCENARIOS.items()}
-    res["periodic_mlp"] = {"ours": drive({"name": "periodic", "period": 3}, mlp, ctx)["final"],
+    res["periodic_mlp"] = {"ours": drive(SCENARIOS["periodic"], mlp, ctx)["final"],
                            "reference": reference_periodic(ctx, 3)}
     s = comm.Local(mlp(), ctx)
     res["agree"] = [s.agree(True), s.agree(ctx.rank == 0), s.sync_rounds, s.reduce_max([float(ctx.rank), -ctx.rank])]
@@ -154,9 +158,9 @@ def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("comm")
     train = {
         "on_load": make_cfg("comm=on_load", "schedule=constant", "schedule.p=0.5", "budget.example_loads=384",
-                            "data.batch_size=16", *DIGITS),
+                            "data.batch_size=16", "comm.checksums=true", *DIGITS),
         "grad_accum": make_cfg("comm=grad_accum", "comm.k=4", "schedule=none", "budget.steps=18",
-                               "data.batch_size=16", *DIGITS),
+                               "data.batch_size=16", "comm.checksums=true", *DIGITS),
         "allreduce_mlp": make_cfg("comm=allreduce", "schedule=none", "budget.example_loads=320",
                                   "data.batch_size=16", *MLP, *DIGITS),
     }

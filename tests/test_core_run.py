@@ -2,16 +2,17 @@
 import math
 
 import pytest
+import torch
 
 from tests.conftest import make_cfg, run_inproc, without_wall
 
 
-def test_example_loads_count_exactly_and_stop_within_one_batch(tmp_path, small_digits):
+def test_example_loads_count_exactly_and_end_before_the_load_past_the_budget(tmp_path, small_digits):
     recs, summary = run_inproc(tmp_path, *small_digits, "schedule=constant", "schedule.p=0.5")
     last = recs[-1]
     B = 32
     assert last["example_loads"] == B * (last["step"] - last["echo_steps"])
-    assert 960 <= last["example_loads"] < 960 + B
+    assert last["example_loads"] == 960  # 30 whole batches; the 31st would pass the budget
     assert last["echo_steps"] > 0
     assert summary["status"] == "complete" and summary["final"]["step"] == last["step"]
     # a record at step 0, at each eval.every_loads crossing, and at the end
@@ -25,10 +26,31 @@ def test_step_budget_and_u_is_the_largest_fraction(tmp_path):
     assert len(recs) == 2  # step 0 and the end
 
 
-def test_batch_echoing_in_the_loop(tmp_path):
-    recs, _ = run_inproc(tmp_path, "echo=batch", "echo.factor=3", "budget.example_loads=640", "eval.every_loads=null")
-    # 20 fresh batches; the run stops as the 20th arrives, so it is used once: 19 * 3 + 1 steps
-    assert recs[-1]["example_loads"] == 640 and recs[-1]["step"] == 58 and recs[-1]["echo_steps"] == 38
+@pytest.mark.parametrize("budget, batches", [(2048, 64), (2000, 62)])
+def test_batch_echoing_uses_every_fresh_batch_factor_times_to_the_end_of_the_budget(tmp_path, budget, batches):
+    # The last fresh batch gets its echo steps too: the run ends at the step that would load beyond
+    # the budget (the case: 64 fresh batches of 32 at factor 3 are 192 steps, not 190).
+    recs, _ = run_inproc(tmp_path, "echo=batch", "echo.factor=3", f"budget.example_loads={budget}",
+                         "eval.every_loads=null", "model.width=4", "data.max_test_examples=32")
+    assert recs[-1]["example_loads"] == 32 * batches
+    assert recs[-1]["step"] == 3 * batches and recs[-1]["echo_steps"] == 2 * batches
+
+
+def test_stochastic_echoing_runs_on_at_the_end_until_its_coin_asks_for_a_load(tmp_path):
+    from runner.echo import echo_seed
+
+    recs, _ = run_inproc(tmp_path, "schedule=constant", "schedule.p=0.25", "budget.example_loads=320",
+                         "eval.every_loads=null", "model.width=4", "data.max_test_examples=32")
+    # The coin alone decides: 10 loads, then echo steps until the coin's 11th "load" ends the run.
+    g = torch.Generator().manual_seed(echo_seed(0))
+    steps, loads = 0, 0
+    while True:
+        fresh = torch.rand((), generator=g).item() < 0.25 or steps == 0
+        if fresh and loads == 10:
+            break
+        loads += fresh
+        steps += 1
+    assert recs[-1]["step"] == steps and recs[-1]["example_loads"] == 320
 
 
 def test_same_seed_identical_records_different_seed_differs(tmp_path, small_digits):

@@ -187,7 +187,7 @@ def test_killed_and_preempted_run_resumes_exactly(reference, tmp_path):
     assert fork_cli(run, log) == 0, log.read_text()
 
     got, want = read_records(run), read_records(reference)
-    assert len(want) == 6 and [r["example_loads"] for r in got] == [r["example_loads"] for r in want]
+    assert len(want) == 7 and [r["example_loads"] for r in got] == [r["example_loads"] for r in want]
     assert without_wall(got) == without_wall(want)  # every field, bit for bit, wall clocks aside
     assert got[-1]["echo_steps"] > 0 and got[-1]["sim_s"] > 0
     summary = json.loads((run / "summary.json").read_text())
@@ -299,7 +299,7 @@ def test_torchrun_restarts_a_killed_rank_and_ends_as_an_unbroken_run(tmp_path):
         while lines(run) < 2 and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)  # until rank 0 has written the record (and checkpoint) at 192 loads
         victim = worker_pid(run.resolve(), 1)
-        assert victim is not None and lines(run) < 6, "the job ended before rank 1 could be killed"
+        assert victim is not None and lines(run) < 7, "the job ended before rank 1 could be killed"
         os.kill(victim, signal.SIGKILL)
         out, _ = job.communicate(timeout=400)
     finally:
@@ -310,7 +310,7 @@ def test_torchrun_restarts_a_killed_rank_and_ends_as_an_unbroken_run(tmp_path):
     assert "exitcode: -9" in out and "local_rank: 1" in out  # torchrun saw the kill, and restarted
 
     assert without_wall(read_records(run)) == without_wall(read_records(ref))
-    assert len(read_records(ref)) == 6
+    assert len(read_records(ref)) == 7
     summary = lambda d: deterministic(json.loads((d / "summary.json").read_text()))
     assert summary(run) == summary(ref) and summary(run)["status"] == "complete"
     for k in (0, 1):  # the same coins drawn and the same final model on both ranks

@@ -3,6 +3,8 @@ import math
 import pytest
 
 from runner import schedules as S
+from runner.config import build
+from runner.schema import ScheduleKeys
 from tests.conftest import make_cfg
 
 
@@ -26,11 +28,11 @@ def test_cosine_is_monotone_and_clipped():
     assert f(-1) == pytest.approx(0.9) and f(2) == pytest.approx(0.2)
 
 
-def test_from_config_matches_each_yaml():
+def test_each_yaml_builds_its_schedule_from_its_target():
     for name, u, want in [("none", 0.3, 1.0), ("constant", 0.3, 0.5), ("cosine", 1.0, 0.1),
                           ("linear", 0.5, 0.55), ("step", 0.8, 0.25)]:
         cfg = make_cfg(f"schedule={name}")
-        assert S.from_config(cfg.schedule)(u) == pytest.approx(want)
+        assert build(cfg.schedule, ScheduleKeys)(u) == pytest.approx(want)
 
 
 def test_lr_schedule_with_warmup():
@@ -40,3 +42,13 @@ def test_lr_schedule_with_warmup():
     assert S.lr_at(cfg.optim, 0.55) == pytest.approx(0.1)
     assert S.lr_at(cfg.optim, 1.0) == pytest.approx(0.0, abs=1e-12)
     assert math.isclose(S.lr_at(make_cfg("optim.lr_schedule=constant").optim, 0.7), 0.05)
+
+
+def test_a_users_own_schedule_plugs_in_by_target(tmp_path):
+    """A p(u) of the user's own, named by _target_ with its own arguments, is what the loop uses."""
+    from tests.conftest import run_inproc
+
+    recs, _ = run_inproc(tmp_path, "schedule._target_=tests.helpers.every_third", "~schedule.p_max",
+                         "~schedule.p_min", "+schedule.offset=0", "budget.steps=30", "eval.every_loads=null",
+                         "model.width=4", "data.max_test_examples=32")
+    assert recs[-1]["step"] == 30 and recs[-1]["echo_steps"] == 20  # loads at steps 0, 3, 6, ...

@@ -61,7 +61,7 @@ def test_fast_loader_is_bounded_by_prefetch_and_never_idles():
 def test_state_dict_round_trip_continues_identically():
     a = SimClock(batch_load_s=0.03, step_s=0.01, prefetch=2, comm_latency_s=0.001, comm_bandwidth_Bps=1e6)
     adaptive_steps(a, 37)
-    a.comm(1000)
+    a.step(sequential=[1000])
     b = SimClock(batch_load_s=0.03, step_s=0.01, prefetch=2, comm_latency_s=0.001, comm_bandwidth_Bps=1e6)
     b.load_state_dict(a.state_dict())
     assert adaptive_steps(a, 50) == adaptive_steps(b, 50)
@@ -104,3 +104,27 @@ def test_runs_on_a_profile_follow_the_model_and_are_deterministic(tmp_path: Path
     assert batches == 40
     assert (last["sim_s"] - 0.01) / batches == pytest.approx(4 * 0.01)
     assert last["idle_s"] > 0.3  # waiting 3 step-times for each batch
+
+
+def test_every_collective_call_costs_its_latency():
+    """Item 8 of the core issue: one latency per call, not per round. Two calls of 500 bytes after
+    the compute cost two latencies; one call of 1,000 bytes one."""
+    lat, bw = 0.002, 1e6
+    a, b = (SimClock(batch_load_s=0.0, step_s=0.01, comm_latency_s=lat, comm_bandwidth_Bps=bw) for _ in range(2))
+    a.step(sequential=[500, 500])
+    b.step(sequential=[1000])
+    assert a.t == pytest.approx(0.01 + 2 * lat + 1000 / bw)
+    assert b.t == pytest.approx(0.01 + lat + 1000 / bw)
+
+
+@pytest.mark.parametrize("buckets, want", [([4000], 0.01), ([40_000], 0.002 + 0.04), ([20_000, 20_000], 0.044)])
+def test_ddp_buckets_overlap_the_backward_pass(buckets, want):
+    """DDP's bucket all-reduces run during the backward pass: a step costs the larger of the compute
+    and those calls, not their sum; a call after the compute (the buffer average) adds."""
+    c = SimClock(batch_load_s=0.0, step_s=0.01, comm_latency_s=0.002, comm_bandwidth_Bps=1e6)
+    c.step(overlapped=buckets)
+    assert c.t == pytest.approx(max(0.01, sum(0.002 + n / 1e6 for n in buckets)))
+    assert c.t == pytest.approx(want)
+    t0 = c.t
+    c.step(overlapped=buckets, sequential=[8])
+    assert c.t - t0 == pytest.approx(want + 0.002 + 8 / 1e6)

@@ -3,35 +3,72 @@ user starts it; one run directory; a failing rank ends the job with its error sh
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import textwrap
+import time
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from runner.schema import ConfigError
+from runner.errors import ConfigError
 
-from tests.conftest import cli, make_cfg
+from tests.conftest import ECHO_RUN, ROOT, cli, make_cfg, read_records, without_wall
 
 SMALL = ("launcher=torchrun", "launcher.nproc_per_node=2", "train.threads=1", "data.batch_size=16", "model.width=8",
          "data.max_test_examples=64", "eval.every_loads=null")
+# Echoing with averaging on load, a model that differs per rank before the broadcast, a pipeline slowed
+# to 200 examples/s per rank (40 fresh batches take 3 s, so a signal lands mid-run).
+JOB = ("comm=on_load", "comm.checksums=true", "schedule=constant", "schedule.p=0.5", "budget.example_loads=1280",
+       "model._target_=tests.helpers.RankSkewedCNN", "pipeline.examples_per_s=200", "train.check_every=4")
 
 
 def test_torchrun_job_writes_one_run_directory(tmp_path):
+    """One run directory; ranks that started from different models (a user's initialisation that
+    depends on the rank) start from rank 0's, draw the same coins and agree after every round."""
     run = tmp_path / "run"
-    p = cli(*SMALL, "comm=on_load", "schedule=constant", "schedule.p=0.5", "budget.example_loads=320",
-            f"hydra.run.dir={run}", timeout=300)
+    p = cli(*SMALL, *JOB, f"hydra.run.dir={run}", timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert [x.name for x in tmp_path.iterdir()] == ["run"]  # not one directory per rank
     assert {"metrics.jsonl", "summary.json", "rank0.json", "rank1.json", ".hydra"} <= {x.name for x in run.iterdir()}
     summary = json.loads((run / "summary.json").read_text())
     last = summary["final"]
-    assert summary["status"] == "complete" and summary["world_size"] == 2
+    assert summary["status"] == "complete" and summary["world_size"] == 2 and summary["method"] == "constant(p=0.5)+on_load"
     loads = last["step"] - last["echo_steps"]
-    assert last["example_loads"] == 2 * 16 * loads >= 320 and last["comm_rounds"] == loads
+    assert last["example_loads"] == 2 * 16 * loads == 1280 and last["comm_rounds"] == loads
     r = [json.loads((run / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert r[0]["decision_hash"] == r[1]["decision_hash"]
+    assert r[0]["initial_checksum"] == r[1]["initial_checksum"]  # rank 0's model, broadcast
     assert r[0]["param_checksum"] == r[1]["param_checksum"] is not None
     assert r[0]["comm_bytes"] == last["comm_bytes"] > 0
+
+    # A SIGTERM (a scheduler's pre-emption) with no records due (eval.every_loads=null): the ranks agree
+    # to stop within train.check_every steps, checkpoint the same step, and exit 143; the same command
+    # then ends as the unbroken run did.
+    again = tmp_path / "again"
+    job = subprocess.Popen([*ECHO_RUN, "logger.progress=false", *SMALL, *JOB, f"hydra.run.dir={again}"], cwd=ROOT,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (again / "metrics.jsonl").exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the step-0 record: both ranks are training
+        job.send_signal(signal.SIGTERM)
+        out, _ = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 143, out[-3000:]
+    steps = [torch.load(again / "checkpoint" / f"rank{k}.pt", weights_only=True)["counters"]["step"] for k in (0, 1)]
+    assert steps[0] == steps[1] and steps[0] % 4 == 0 and 0 < steps[0] < last["step"], steps
+    p = cli(*SMALL, *JOB, f"hydra.run.dir={again}", timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert without_wall(read_records(again)) == without_wall(read_records(run))
+    for k in (0, 1):
+        assert json.loads((again / f"rank{k}.json").read_text()) == r[k]
 
 
 FAILING = '''
@@ -57,12 +94,12 @@ def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
 
 
 def test_dry_run_prints_the_command_and_multi_node_options(tmp_path, capsys):
-    from runner.cli import claim_run_dir
+    from runner.runs import claim as claim_run_dir
     from runner.launch import command, torchrun
-    from runner.summary import config_hash
+    from runner.config import config_hash
 
     run = tmp_path / "run"
-    cfg = make_cfg("launcher=torchrun", "launcher.nproc_per_node=4", "launcher.dry_run=true")
+    cfg = make_cfg("launcher=torchrun", "launcher.nproc_per_node=4", "comm=allreduce", "launcher.dry_run=true")
     claim_run_dir(cfg, run)  # what echo-run does before launching
     assert torchrun(cfg, run) is None
     out = capsys.readouterr().out
@@ -72,7 +109,7 @@ def test_dry_run_prints_the_command_and_multi_node_options(tmp_path, capsys):
     stored = OmegaConf.load(run / ".hydra" / "config.yaml")  # what the workers will read
     assert stored.launcher.nproc_per_node == 4
     cfg = make_cfg("launcher=torchrun", "launcher.nnodes=2", "launcher.rdzv_endpoint=node0:29500",
-                   "launcher.max_restarts=3")
+                   "launcher.max_restarts=3", "comm=allreduce")
     cmd = command(cfg, run)
     h = config_hash(OmegaConf.to_container(cfg, resolve=True))
     assert "--standalone" not in cmd and "--nnodes=2" in cmd and "--rdzv-endpoint=node0:29500" in cmd

@@ -1,0 +1,67 @@
+"""The one place that knows where the config lives and how it is composed, checked and hashed: the
+CLI, the advisor, the benchmarks and the tests all come through here."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .schema import register, validate
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+# Options that change how a run is watched or launched, not what it computes.
+_NOT_HASHED = ("resume", "logger", "name", "checkpoint")
+_NOT_HASHED_LAUNCHER = ("dry_run", "max_restarts", "rdzv_endpoint", "rdzv_id", "rdzv_backend", "node_rank")
+_NOT_HASHED_TRAIN = ("check_every",)
+
+register()
+
+
+def compose(overrides: Iterable[str] = (), check: bool = True) -> DictConfig:
+    """The config ``echo-run <overrides>`` would run, validated (ConfigError when it is refused)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides))
+    if check:
+        validate(cfg)
+    return cfg
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def config_hash(resolved: dict) -> str:
+    """What a run computes, in 16 hex digits: equal hashes mean equal records (wall clock aside)."""
+    d = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
+    if "launcher" in d:
+        d["launcher"] = {k: v for k, v in d["launcher"].items() if k not in _NOT_HASHED_LAUNCHER}
+    if "train" in d:
+        d["train"] = {k: v for k, v in d["train"].items() if k not in _NOT_HASHED_TRAIN}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build(node: DictConfig, keys=None, **runtime):
+    """Instantiate a component node: its ``_target_`` called with its arguments (the runner's own
+    ``keys`` left out) and the objects the runner passes (``runtime``). A ConfigError raised by the
+    target reaches the caller as itself (the CLI prints it and exits 2)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from .errors import ConfigError
+    from .schema import target_args
+
+    spec = {"_target_": node._target_, **target_args(node, keys)}
+    if node.get("_partial_"):
+        spec["_partial_"] = True
+    try:
+        return instantiate(OmegaConf.create(spec), **runtime)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise

@@ -1,0 +1,95 @@
+"""A run directory's life: claim it (new, resume or done; refuse another configuration's) and run
+the training in it, alone or as a torchrun job. The CLI, the advisor and the benchmarks start runs
+through here; nothing here parses a command line."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import config_hash
+from .errors import ConfigError
+
+
+def claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list] = None) -> str:
+    """'new', 'resume' or 'done' for this run directory; ConfigError if it holds something else.
+    A new directory gets ``.hydra/config.yaml`` (the resolved config) and ``overrides.yaml``."""
+    run_dir = Path(run_dir)
+    entries = list(run_dir.iterdir()) if run_dir.exists() else []
+    if entries:
+        stored = run_dir / ".hydra" / "config.yaml"
+        if cfg.resume == "never":
+            raise ConfigError(f"the run directory {run_dir} already holds files and resume=never. Choose "
+                              "another directory (hydra.run.dir=...) or drop resume=never to continue that run.")
+        if not stored.exists():
+            raise ConfigError(f"the run directory {run_dir} holds files that are not an echo-run run. "
+                              "Choose an empty or new directory with hydra.run.dir=...")
+        mine = config_hash(OmegaConf.to_container(cfg, resolve=True))
+        theirs = config_hash(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
+        if mine != theirs:
+            raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
+                              f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
+                              "exact command to continue it, or choose another directory with hydra.run.dir=...")
+        return "done" if finished(run_dir) else "resume"
+    try:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / ".hydra" / f"config.yaml.tmp{os.getpid()}"
+        OmegaConf.save(cfg, tmp, resolve=True)
+        os.replace(tmp, run_dir / ".hydra" / "config.yaml")  # a kill here never leaves half a config
+        if overrides is not None:
+            OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    except OSError as e:
+        raise ConfigError(unwritable(run_dir, e)) from None
+    return "new"
+
+
+def finished(run_dir: Path) -> bool:
+    """True when the directory's summary says the run ended (complete or diverged)."""
+    summary = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(summary.read_text()).get("status") in ("complete", "diverged")
+    except (OSError, ValueError):
+        return False
+
+
+def unwritable(where: Path, e: OSError) -> str:
+    return (f"cannot write the run directory {where}: {e.strerror or e}. Choose a directory you can write "
+            "with hydra.run.dir=... (hydra.sweep.dir=... for -m), or free space there.")
+
+
+def forget_new(run_dir: Path) -> None:
+    """A new run refused before it trained (missing data, say) leaves no directory behind: only
+    the .hydra/ that claim wrote is removed, and only if nothing else is there."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def start(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
+    """Train in a claimed directory: in this process, or as a torchrun job (``launcher=torchrun``).
+    Returns the summary (None for a dry run). Raises ConfigError, Preempted."""
+    if cfg.launcher.name == "torchrun":
+        from .launch import torchrun
+
+        return torchrun(cfg, Path(run_dir))
+    from .train import run
+
+    return run(cfg, Path(run_dir))
+
+
+def run_once(cfg: DictConfig, run_dir: Path) -> Path:
+    """Claim ``run_dir`` and train there unless it already holds this run, complete (the advisor's
+    and the benchmarks' way to make sure a run exists)."""
+    how = claim(cfg, run_dir)
+    if how != "done":
+        try:
+            start(cfg, run_dir)
+        except ConfigError:
+            if how == "new":
+                forget_new(run_dir)
+            raise
+    return Path(run_dir)

@@ -1,0 +1,41 @@
+"""Components of a user's own, plugged into echo-run by ``_target_`` in the tests."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from runner.models import SmallCNN
+
+
+def every_third(offset: int = 0):
+    """A p(u) that is not a probability schedule of echo-run's: load exactly every third step (the
+    loop asks once per step, in order)."""
+    calls = {"n": offset}
+
+    def p(u: float) -> float:
+        calls["n"] += 1
+        return 1.0 if (calls["n"] - 1) % 3 == 0 else 0.0
+
+    return p
+
+
+class RankSkewedCNN(SmallCNN):
+    """A model whose initial weights differ from rank to rank (as a user's own initialisation or a
+    different seed per rank would make them)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.add_(float(os.environ.get("RANK", "0")))
+
+
+class DeterminismProbe(SmallCNN):
+    """Records whether deterministic algorithms were on while it trained."""
+
+    seen: list = []
+
+    def forward(self, x):
+        DeterminismProbe.seen.append(torch.are_deterministic_algorithms_enabled())
+        return super().forward(x)
