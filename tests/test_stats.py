@@ -1,0 +1,112 @@
+"""runner.report.stats against scipy.stats on fixed samples: the t interval of a mean over seeds,
+the bootstrap interval (BCa, seeded), the paired ratio of times to target (t interval on log
+ratios) and the paired difference of final metrics; n = 1, missed targets, unpaired seeds; the best
+learning rate at equal example loads."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from runner.report import stats
+from runner.report.runs import find_runs
+
+from .test_verdict import write_run
+
+SAMPLES = [np.array([0.931, 0.944, 0.927, 0.951, 0.938]), np.array([12.0, 15.5, 11.25]),
+           np.array([1.0, 100.0, 3.0, 7.0])]
+
+
+@pytest.mark.parametrize("x", SAMPLES)
+@pytest.mark.parametrize("conf", [0.95, 0.9])
+def test_t_interval_is_scipys(x, conf):
+    e = stats.t_interval(x, conf)
+    lo, hi = scipy.stats.t.interval(conf, len(x) - 1, loc=x.mean(), scale=scipy.stats.sem(x))
+    assert (e.value, e.lo, e.hi, e.n) == (pytest.approx(x.mean(), rel=1e-12), pytest.approx(lo, rel=1e-12),
+                                          pytest.approx(hi, rel=1e-12), len(x))
+
+
+def test_one_seed_has_no_interval_and_no_spread_a_zero_width_one():
+    e = stats.t_interval([0.9])
+    assert e.value == 0.9 and math.isnan(e.lo) and math.isnan(e.hi) and e.note == "one seed: no interval"
+    b = stats.bootstrap_interval([0.9])
+    assert math.isnan(b.lo) and b.note == "one seed: no interval"
+    e = stats.t_interval([0.5, 0.5, 0.5])
+    assert (e.lo, e.hi) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        stats.t_interval([0.5, float("nan")])
+
+
+def test_bootstrap_is_scipys_bca_with_a_fixed_generator_and_agrees_with_the_t_interval_on_many_seeds():
+    x = SAMPLES[0]
+    ref = scipy.stats.bootstrap((x,), np.mean, method="BCa", n_resamples=9999, rng=np.random.default_rng(0))
+    e = stats.bootstrap_interval(x)
+    assert (e.lo, e.hi) == (ref.confidence_interval.low, ref.confidence_interval.high)
+    assert stats.bootstrap_interval(x) == e  # seeded: the same runs give the same interval
+    assert e.lo < x.mean() < e.hi
+    # The percentile method against a percentile bootstrap by hand (other resamples: within 5 % of the width).
+    p = stats.bootstrap_interval(x, method="percentile")
+    rng = np.random.default_rng(1)
+    means = x[rng.integers(0, len(x), size=(20000, len(x)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    assert abs(p.lo - lo) < 0.05 * (hi - lo) and abs(p.hi - hi) < 0.05 * (hi - lo)
+    # Many normal values: the bootstrap and the t interval nearly coincide (within 10 % of the width).
+    y = np.random.default_rng(2).normal(0.9, 0.02, size=60)
+    t, b = stats.t_interval(y), stats.bootstrap_interval(y)
+    assert abs(t.lo - b.lo) < 0.1 * (t.hi - t.lo) and abs(t.hi - b.hi) < 0.1 * (t.hi - t.lo)
+
+
+def test_paired_ratio_is_a_t_interval_on_log_ratios():
+    base = {0: 1000.0, 1: 1200.0, 2: 1100.0, 3: 1300.0}
+    meth = {0: 500.0, 1: 700.0, 2: 450.0, 3: 800.0}
+    e = stats.paired_ratio(base, meth)
+    b, m = np.log(list(base.values())), np.log(list(meth.values()))
+    ci = scipy.stats.ttest_rel(b, m).confidence_interval(0.95)
+    lo, hi = scipy.stats.t.interval(0.95, 3, loc=(b - m).mean(), scale=scipy.stats.sem(b - m))
+    assert (ci.low, ci.high) == (pytest.approx(lo, rel=1e-12), pytest.approx(hi, rel=1e-12))
+    assert e.value == pytest.approx(math.exp((b - m).mean()), rel=1e-12)
+    assert (e.lo, e.hi) == (pytest.approx(math.exp(ci.low), rel=1e-12), pytest.approx(math.exp(ci.high), rel=1e-12))
+    assert e.n == 4 and e.note == ""
+
+
+def test_paired_difference_is_scipys_ttest_rel():
+    base = {0: 0.93, 1: 0.94, 2: 0.935}
+    meth = {2: 0.94, 0: 0.95, 1: 0.93}  # matched by seed, not by order
+    e = stats.paired_difference(base, meth)
+    a, b = [meth[s] for s in range(3)], [base[s] for s in range(3)]
+    ci = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (e.value, e.lo, e.hi) == (pytest.approx(np.mean(np.subtract(a, b)), rel=1e-12),
+                                     pytest.approx(ci.low, rel=1e-12), pytest.approx(ci.high, rel=1e-12))
+
+
+def test_missed_targets_are_counted_never_averaged_away():
+    base = {0: 1000.0, 1: 1200.0, 2: None}
+    meth = {0: 500.0, 1: None, 2: None}
+    e = stats.paired_ratio(base, meth, base_name="sgd", method_name="cosine")
+    assert math.isnan(e.value) and not e.has_interval and e.n == 3
+    assert e.note == "not reached by 2 of 3 seeds (cosine); not reached by 1 of 3 seeds (sgd)"
+    e = stats.over_seeds({0: 10.0, 1: None, 2: 12.0})
+    assert math.isnan(e.value) and e.note == "not reached by 1 of 3 seeds"
+    # One pair: a ratio but no interval. Unpaired seeds are left out and said so.
+    e = stats.paired_ratio({0: 1000.0, 5: 900.0}, {0: 500.0, 7: 400.0})
+    assert e.value == pytest.approx(2.0) and not e.has_interval
+    assert e.note == "one seed: no interval; 2 unpaired seed(s) left out" and e.n == 1 and e.of == 3
+    e = stats.paired_difference({0: 0.9, 1: None}, {0: 0.91, 1: 0.92}, base_name="sgd")
+    assert math.isnan(e.value) and e.note == "diverged by 1 of 2 seeds (sgd)"
+
+
+def test_best_lr_is_the_best_mean_at_equal_loads(tmp_path):
+    # lr 0.05 ends higher (0.95 at 2000 loads) but lr 0.1 stopped at 1900 where it is at 0.93 and
+    # lr 0.05 at 0.90 (0.9 at 1900, 0.95 at 2000: interpolation): at equal loads, 0.1 is the best.
+    for s in range(2):
+        write_run(tmp_path / f"a{s}", "cosine", seed=s, lr=0.05, T=600, final=0.95)
+        write_run(tmp_path / f"b{s}", "cosine", seed=s, lr=0.1, T=500, final=0.93, end=1900)
+        write_run(tmp_path / f"c{s}", "cosine", seed=s, lr=1.0, T=500, final=0.99, status="diverged")
+    runs = find_runs([tmp_path])
+    best = stats.best_lr_at_equal_loads(runs, "test_acc", "max")
+    assert best["lr"] == 0.1 and best["loads"] == 1900  # the diverged lr is neither eligible nor the horizon
+    assert best["scores"] == {0.05: pytest.approx(0.9), 0.1: pytest.approx(0.93)}
+    # Lower is better for a loss: lr 0.05's test_loss (1 - acc / 2) is higher at 1900 loads.
+    assert stats.best_lr_at_equal_loads(runs, "test_loss", "min")["lr"] == 0.1
