@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import torch
 
@@ -39,3 +40,31 @@ class DeterminismProbe(SmallCNN):
     def forward(self, x):
         DeterminismProbe.seen.append(torch.are_deterministic_algorithms_enabled())
         return super().forward(x)
+
+
+class Tripwire(SmallCNN):
+    """The small CNN, killing its own process with SIGKILL at the point ``$ECHO_RUN_TRIPWIRE`` names,
+    for the tests of exact resume: ``evaluate:n`` as the n-th evaluation ends (its record not yet
+    written), ``save:n`` as the n-th checkpoint asks for the weights (the record written, its
+    checkpoint not). Unset, it is the small CNN."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        what, _, n = os.environ.get("ECHO_RUN_TRIPWIRE", "").partition(":")
+        self._trip = (what, int(n or 0))
+        self._seen = {"evaluate": 0, "save": 0}
+
+    def _passed(self, what: str) -> None:
+        if self._trip[0] == what:
+            self._seen[what] += 1
+            if self._seen[what] == self._trip[1]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def train(self, mode: bool = True):
+        if mode and not self.training:  # the end of an evaluation
+            self._passed("evaluate")
+        return super().train(mode)
+
+    def state_dict(self, *args, **kwargs):
+        self._passed("save")
+        return super().state_dict(*args, **kwargs)

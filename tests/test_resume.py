@@ -26,7 +26,8 @@ from tests.conftest import read_records, without_wall
 
 # Digits, a small CNN, cosine echoing, a simulated GPU (deterministic sim_s and idle_s) and a pipeline
 # slowed to 2,000 examples/s for real, so an external signal lands mid-run: 6 records, ~1 s of training.
-ARGS = ("logger.progress=false", "train.threads=1", "model.width=8", "data.max_test_examples=120",
+ARGS = ("logger.progress=false", "train.threads=1", "model._target_=tests.helpers.Tripwire", "model.width=8",
+        "data.max_test_examples=120",
         "budget.example_loads=1600", "eval.every_loads=320", "hardware=gpu_nvme", "pipeline.examples_per_s=2000")
 
 
@@ -71,45 +72,24 @@ def start(run_dir: Path, log: Path, kill: str | None = None, args: tuple = ARGS)
 
 
 def _arm(kill: str) -> None:
-    """In the child: SIGKILL this process at the named point (the n-th call of a function)."""
+    """In the child: SIGKILL this process at the named point. The model (``tests.helpers.Tripwire``)
+    trips at the n-th evaluation or checkpoint; a kill between the two renames of a checkpoint write
+    wraps ``os.replace``, the only file system call in between."""
     what, n = kill.split(":")
+    if what != "rename":
+        os.environ["ECHO_RUN_TRIPWIRE"] = kill
+        return
     calls = {"n": 0}
+    real_replace = os.replace
 
-    def due() -> bool:
-        calls["n"] += 1
-        return calls["n"] == int(n)
+    def replace(src, dst, *a, **k):
+        if str(dst).endswith("rank0.pt"):
+            calls["n"] += 1
+            if calls["n"] == int(n):
+                os.kill(os.getpid(), signal.SIGKILL)  # the new checkpoint is in rank0.tmp<pid>, the newest in rank0.prev.pt
+        return real_replace(src, dst, *a, **k)
 
-    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-    import runner.train as train
-
-    if what == "evaluate":
-        real = train.evaluate
-
-        def evaluate(*a, **k):
-            out = real(*a, **k)
-            if due():
-                die()  # the evaluation is done, its record not yet written
-            return out
-
-        train.evaluate = evaluate
-    elif what == "save":
-        real_save = checkpoint.save
-
-        def save(*a, **k):
-            if due():
-                die()  # the record is written, its checkpoint not
-            return real_save(*a, **k)
-
-        checkpoint.save = save
-    elif what == "rename":
-        real_replace = os.replace
-
-        def replace(src, dst, *a, **k):
-            if str(dst).endswith("rank0.pt") and due():
-                die()  # the new checkpoint is in rank0.tmp<pid>, the newest moved to rank0.prev.pt
-            return real_replace(src, dst, *a, **k)
-
-        os.replace = replace
+    os.replace = replace
 
 
 def ckpt(run_dir: Path) -> dict:
@@ -202,6 +182,25 @@ def test_killed_and_preempted_run_resumes_exactly(reference, tmp_path):
     snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert fork_cli(run, log) == 0 and "nothing to do" in log.read_text()
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+
+
+# Gradient accumulation over k=3 micro-batches with a record and a checkpoint every 2 batches: the
+# checkpoint at step 2 falls in the middle of an accumulation.
+ACCUM = ("logger.progress=false", "train.threads=1", "model._target_=tests.helpers.Tripwire", "model.width=8",
+         "data.max_test_examples=64", "comm=grad_accum", "comm.k=3", "schedule=none", "budget.example_loads=640",
+         "eval.every_loads=64")
+
+
+def test_a_run_killed_in_the_middle_of_a_gradient_accumulation_resumes_exactly(tmp_path):
+    ref, run, log = tmp_path / "ref", tmp_path / "run", tmp_path / "log"
+    assert fork_cli(ref, log, args=ACCUM) == 0, log.read_text()
+    assert fork_cli(run, log, "evaluate:3", args=ACCUM) == -9  # killed at step 4's record
+    st = ckpt(run)
+    assert st["counters"]["step"] == 2 and st["comm"]["micro"] % 3 == 2 and st["comm"]["grads"] is not None
+    assert fork_cli(run, log, args=ACCUM) == 0, log.read_text()
+    assert without_wall(read_records(run)) == without_wall(read_records(ref))
+    a, b = ckpt(run)["model"], ckpt(ref)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_full_disk_on_checkpoint_keeps_the_previous_one(tmp_path):
