@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -114,16 +114,16 @@ class Timer:
     """Training time. The device is synchronised before every read, so that work queued on a GPU
     lands in the interval that queued it (AlgoPerf's rule)."""
 
-    def __init__(self, dev: torch.device):
-        self.dev, self.t0 = dev, None
+    def __init__(self, sync: Callable[[], None], clock: Callable[[], float] = time.perf_counter):
+        self.sync, self.clock, self.t0 = sync, clock, 0.0
 
     def start(self) -> None:
-        accel.sync(self.dev)
-        self.t0 = time.perf_counter()
+        self.sync()
+        self.t0 = self.clock()
 
     def stop(self) -> float:
-        accel.sync(self.dev)
-        return time.perf_counter() - self.t0
+        self.sync()
+        return self.clock() - self.t0
 
 
 class Trainer:
@@ -156,7 +156,7 @@ class Trainer:
             on_echo=self.splits.augment if cfg.data.augment_on_echo else None)
         torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
         self.c = Counters(next_eval=cfg.eval.every_loads or 0, next_ckpt=cfg.checkpoint.every_loads or 0)
-        self.loss, self.timer = LossMeter(dev), Timer(dev)
+        self.loss, self.timer = LossMeter(dev), Timer(lambda: accel.sync(dev))
         self.resolved = resolved(cfg)
         self.chash = config_hash(self.resolved)
         self.stop_signal: Optional[int] = None

@@ -138,6 +138,9 @@ def _rank_main(rank: int, port: int, out: str, train_cfgs: dict) -> None:
     res = {name: drive(c, small_cnn, ctx) for name, c in SCENARIOS.items()}
     res["periodic_mlp"] = {"ours": drive(SCENARIOS["periodic"], mlp, ctx)["final"],
                            "reference": reference_periodic(ctx, 3)}
+    outer = lambda **kw: {**SCENARIOS["periodic"], **kw}
+    res["outer"] = {"identity": drive(outer(outer_optim="sgd", outer_lr=1.0, outer_momentum=0.0), mlp, ctx),
+                    "nesterov": drive(outer(outer_optim="nesterov", outer_lr=0.7, outer_momentum=0.9), mlp, ctx)}
     s = comm.Local(mlp(), ctx)
     res["agree"] = [s.agree(True), s.agree(ctx.rank == 0), s.sync_rounds, s.reduce_max([float(ctx.rank), -ctx.rank])]
     for name, c in train_cfgs.items():  # the training loop itself, one run directory per config
@@ -163,6 +166,8 @@ def ranks(tmp_path_factory):
                                "data.batch_size=16", "comm.checksums=true", *DIGITS),
         "allreduce_mlp": make_cfg("comm=allreduce", "schedule=none", "budget.example_loads=320",
                                   "data.batch_size=16", *MLP, *DIGITS),
+        "adaptive_sim": make_cfg("comm=allreduce", "echo=adaptive", "hardware=ratio", "hardware.ratio=2",
+                                 "budget.steps=12", "data.batch_size=16", *DIGITS),
     }
     train = {k: OmegaConf.to_container(v, resolve=True) for k, v in train.items()}
     for k in train:
@@ -271,3 +276,24 @@ def test_allreduce_two_ranks_equals_one_process_with_the_global_batch(ranks, tmp
         rel = (dp[k] - single[k]).norm() / single[k].norm()
         assert rel < 1e-5, (k, rel.item())
     assert abs(recs[-1]["test_loss"] - one[-1]["test_loss"]) < 1e-4
+
+
+def test_an_outer_optimizer_on_the_pseudo_gradient(ranks):
+    """DiLoCo's outer step: with lr 1 and no momentum it is plain averaging; Nesterov's outer step
+    keeps the ranks identical after every round and moves the model elsewhere."""
+    a, b, _ = ranks
+    plain = torch.tensor(a["periodic_mlp"]["ours"])
+    identity, nesterov = (torch.tensor(a["outer"][k]["final"]) for k in ("identity", "nesterov"))
+    assert torch.allclose(identity, plain, rtol=0, atol=1e-6)
+    assert all(a["outer"]["nesterov"]["identical"]) and all(b["outer"]["nesterov"]["identical"])
+    assert rounds_at(a["outer"]["nesterov"]) == rounds_at(a["periodic"])
+    assert (nesterov - plain).abs().max() > 1e-3
+
+
+def test_adaptive_echoing_on_the_simulated_clock_needs_no_agreement_round(ranks):
+    """Readiness from the simulated clock is the same on every rank: no all-reduce to agree."""
+    _, _, out = ranks
+    recs, r = read_dir(out, "adaptive_sim")
+    assert recs[-1]["step"] == 12 and recs[-1]["echo_steps"] > 0
+    assert r[0]["sync_rounds"] == r[1]["sync_rounds"] == recs[-1]["sync_rounds"] == 0
+    assert r[0]["decision_hash"] == r[1]["decision_hash"]
