@@ -98,6 +98,10 @@ class EchoConfig:
     policy: str = "stochastic"
     factor: float = 2.0  # batch / example echoing
     buffer: int = 1024  # example echoing: shuffle buffer size in examples
+    # echo=adaptive: what says a fresh batch is ready. auto: the simulated clock when a hardware
+    # profile is set (deterministic), else the real pipeline; pipeline: the real pipeline always
+    # (the simulated clock, if any, then predicts the time of the real decisions).
+    ready_from: str = "auto"
 
 
 @dataclass
@@ -121,6 +125,7 @@ class TargetConfig:
     metric: str = "test_acc"
     value: Optional[float] = None
     mode: str = "max"  # max: reached when metric >= value; min: when metric <= value
+    stop: bool = False  # end the run at the first record that reaches the target
 
 
 @dataclass
@@ -411,6 +416,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("echo.policy", e.policy, ("stochastic", "batch", "example", "adaptive"))
     _check(math.isfinite(e.factor) and e.factor >= 1, "echo.factor", e.factor, "a number of at least 1")
     _pos("echo.buffer", e.buffer)
+    _choice("echo.ready_from", e.ready_from, ("auto", "clock", "pipeline"))
     if e.policy == "example" and d.augment_on_echo:
         raise ConfigError("data.augment_on_echo=true does not apply to echo=example, which mixes repeated examples "
                           "through a shuffle buffer before batching (an echoed example is never a held batch): "
@@ -434,6 +440,8 @@ def validate(cfg: DictConfig) -> None:
     _pos("eval.every_loads", cfg.eval.every_loads, allow_none=True)
     _pos("eval.batch_size", cfg.eval.batch_size)
     _choice("target.mode", cfg.target.mode, ("max", "min"))
+    _check(not cfg.target.stop or cfg.target.value is not None, "target.stop", True,
+           "used with a target.value to stop at")
     p = cfg.pipeline
     _pos("pipeline.examples_per_s", p.examples_per_s, allow_none=True)
     _pos("pipeline.prefetch", p.prefetch)
@@ -452,7 +460,9 @@ def validate(cfg: DictConfig) -> None:
         _check(h.comm_latency_s >= 0, "hardware.comm_latency_s", h.comm_latency_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
     background = p.background if p.background is not None else (p.examples_per_s is not None or d.workers > 0)
-    if e.policy == "adaptive" and h.name == "none" and not background:
+    _check(e.ready_from != "clock" or h.name != "none", "echo.ready_from", "clock",
+           "used with a hardware profile (hardware=...), whose simulated clock says when a batch is ready")
+    if e.policy == "adaptive" and (h.name == "none" or e.ready_from == "pipeline") and not background:
         raise ConfigError(
             "echo=adaptive needs something that tells when a fresh batch is ready: choose a hardware "
             "profile (hardware=gpu_nvme, ...) for the simulated clock, or a background pipeline "

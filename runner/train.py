@@ -23,7 +23,7 @@ from .metrics import Progress, build_sinks, clean, write_json
 from .schedules import lr_at
 from .schema import OptimKeys, ScheduleKeys
 from .step import amp_context, amp_mode, evaluate, grad_scaler, train_step
-from .summary import make_summary
+from .summary import make_summary, reached
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Counters:
     next_ckpt: int = 0
     recorded_step: int = -1  # the step of the last record
     saved_step: int = -1  # the step of the last checkpoint
+    at_target: bool = False  # target.stop: a record reached the target, and the run ends there
 
 
 class Budget:
@@ -150,9 +151,10 @@ class Trainer:
         self.clock = simclock.from_config(cfg.hardware, B)
         transfer = accel.transfer(dev, accel.uses_channels_last(cfg.train, dev, self.splits.info))
         # Under the simulated clock "ready" is the same on every rank: no agreement round is needed.
+        by_clock = self.clock is not None and cfg.echo.ready_from != "pipeline"
         self.stream = echo.from_config(
             cfg, self.upstream, build(cfg.schedule, ScheduleKeys), transfer=transfer,
-            ready=self.clock.ready if self.clock else self.source.ready, agree=None if self.clock else self.comm.agree,
+            ready=self.clock.ready if by_clock else self.source.ready, agree=None if by_clock else self.comm.agree,
             on_echo=self.splits.augment if cfg.data.augment_on_echo else None)
         torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
         self.c = Counters(next_eval=cfg.eval.every_loads or 0, next_ckpt=cfg.checkpoint.every_loads or 0)
@@ -219,7 +221,7 @@ class Trainer:
         u = b.fraction(c, self.sim_s())
         self.timer.start()
         try:
-            while not b.spent(c, self.sim_s()):
+            while not (c.at_target or b.spent(c, self.sim_s())):
                 u = b.fraction(c, self.sim_s())
                 try:
                     s = self.stream.next(u)
@@ -280,7 +282,10 @@ class Trainer:
         while self.every_ckpt and c.next_ckpt <= c.example_loads:
             c.next_ckpt += self.every_ckpt
         if eval_due and c.recorded_step != c.step:
-            self.record(u)
+            rec = self.record(u)
+            if self.cfg.target.stop:  # rank 0 evaluated: it tells the others
+                t = self.cfg.target
+                c.at_target = bool(self.comm.reduce_max([float(reached(rec.get(t.metric), t.value, t.mode))])[0])
         if enabled and ckpt_due and c.saved_step != c.step:
             c.saved_step = c.step
             checkpoint.save(self.run_dir, self.ctx.rank, self.state_dict())
@@ -340,6 +345,7 @@ class Trainer:
         write_json(self.run_dir / f"rank{self.ctx.rank}.json", self.comm.report())  # decisions, checksums
         summary = make_summary(self.cfg, self.resolved, self.run_dir, status, self.chash, self.ctx.world,
                                self.comm.name)
+        summary["stopped_at_target"] = self.c.at_target
         if self.ctx.is_main:
             write_json(self.run_dir / "summary.json", summary)
         for s in self.sinks:

@@ -84,3 +84,12 @@ def test_language_run_reports_perplexity(tmp_path):
 def test_dataset_selects_its_default_model():
     assert make_cfg("dataset=python_docs").model._target_ == "runner.models.tiny_gpt2"
     assert make_cfg().model._target_ == "runner.models.SmallCNN"
+
+
+def test_target_stop_ends_the_run_at_the_first_record_that_reaches_it(tmp_path):
+    recs, summary = run_inproc(tmp_path, "target.stop=true", "target.value=0.8", "eval.every_loads=160",
+                               "model.width=8")
+    hits = [r for r in recs if r["test_acc"] >= 0.8]
+    assert hits and recs[-1] == hits[0] and all(r["test_acc"] < 0.8 for r in recs[:-1])
+    assert recs[-1]["example_loads"] < 14370 and summary["stopped_at_target"] is True
+    assert summary["target"]["reached"]["step"] == recs[-1]["step"]
