@@ -1,25 +1,11 @@
-"""Accelerator details kept out of the training loop: pinned memory and non-blocking copies,
-``channels_last`` for CNNs and ``torch.compile``, each only where it helps (a CUDA device)."""
+"""Accelerator details kept out of the training loop: ``channels_last`` for CNNs, ``torch.compile``,
+device synchronisation and deterministic kernels (pinned memory and the copy to the device are the
+pipeline's)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
-
-
-def transfer(dev: torch.device, channels_last: bool) -> Callable[[Sequence[torch.Tensor]], list]:
-    """Moves a fresh batch to ``dev`` once. On CUDA the batch goes through pinned memory so the copy
-    is asynchronous (``non_blocking``), and images (4-D) are laid out channels_last for the CNN."""
-    if dev.type != "cuda":
-        return lambda b: [t.to(dev) for t in b]
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-
-    def move(b):
-        out = [t.pin_memory().to(dev, non_blocking=True) for t in b]
-        return [t.contiguous(memory_format=fmt) if t.dim() == 4 else t for t in out]
-
-    return move
 
 
 def uses_channels_last(t, dev: torch.device, info: dict) -> bool:

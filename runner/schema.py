@@ -40,7 +40,7 @@ class DataKeys:
     batch_size: int = 32  # per rank
     workers: int = 0  # DataLoader worker processes (0: load in the pipeline's own thread)
     prefetch_factor: int = 2  # batches each worker loads ahead
-    pin_memory: bool = False  # page-locked host memory for the copy to a GPU
+    pin_memory: Optional[bool] = None  # page-locked host memory for the copy to a GPU (None: on with CUDA)
     persistent_workers: bool = True
     augment_on_echo: bool = False  # re-augment an echoed batch on the device (Choi et al.'s "before augmentation")
     max_train_examples: Optional[int] = None  # keep only the first N training examples (smoke runs)

@@ -146,10 +146,16 @@ class Trainer:
         mode = amp_mode(cfg.train, dev)
         self.amp, self.scaler = amp_context(mode, dev), grad_scaler(mode, dev)
         self.budget = Budget(cfg.budget, B * ctx.world)
-        self.source = pipeline.from_config(cfg.pipeline, self.splits.train, B, cfg.seed, ctx.rank, ctx.world)
+        d, p = cfg.data, cfg.pipeline
+        self.pin = d.pin_memory if d.pin_memory is not None else dev.type == "cuda"
+        self.source = pipeline.build(
+            self.splits.train, self.splits.train_transform, batch_size=B, seed=cfg.seed, rank=ctx.rank,
+            world=ctx.world, workers=d.workers, prefetch_factor=d.prefetch_factor, pin_memory=self.pin,
+            persistent_workers=d.persistent_workers, examples_per_s=p.examples_per_s, prefetch=p.prefetch,
+            background=p.background, device=dev, channels_last=accel.uses_channels_last(cfg.train, dev, self.splits.info))
         self.upstream = Limited(self.source, self.budget.batches)
         self.clock = simclock.from_config(cfg.hardware, B)
-        transfer = accel.transfer(dev, accel.uses_channels_last(cfg.train, dev, self.splits.info))
+        transfer = lambda b: [t.to(dev) for t in b]  # fresh batches arrive on the device; a restored one does not
         # Under the simulated clock "ready" is the same on every rank: no agreement round is needed.
         by_clock = self.clock is not None and cfg.echo.ready_from != "pipeline"
         self.stream = echo.from_config(
@@ -216,6 +222,7 @@ class Trainer:
     def train(self) -> str:
         """Train until the budget is spent; returns 'complete' or 'diverged'."""
         c, b = self.c, self.budget
+        self.source.ready()  # start loading now, as a DataLoader made before the loop would
         if c.records == 0:
             self.record(0.0)
         u = b.fraction(c, self.sim_s())
@@ -307,9 +314,9 @@ class Trainer:
                "train_loss": self.loss.take(), "comm_rounds": self.comm.rounds, "comm_bytes": self.comm.bytes,
                "sync_rounds": self.comm.sync_rounds, "world_size": ctx.world}
         if ctx.is_main:
-            test = self.splits.test
-            rec.update(evaluate(self.model, eval_batches(test, self.cfg.eval.batch_size, ctx.device),
-                                self.splits.task, self.amp))
+            batches = pipeline.eval_batches(self.splits.test, self.cfg.eval.batch_size, self.cfg.data.workers,
+                                            ctx.device, self.pin)
+            rec.update(evaluate(self.model, batches, self.splits.task, self.amp))
             metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
             self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step, p=self.last_p,
                             **{metric: rec[metric]})
@@ -351,12 +358,6 @@ class Trainer:
         for s in self.sinks:
             s.close()
         return summary
-
-
-def eval_batches(test, batch_size: int, dev: torch.device) -> Iterator[list]:
-    fetch = pipeline.fetcher(test)
-    for i in range(0, len(test), batch_size):
-        yield [t.to(dev, non_blocking=True) for t in fetch(list(range(i, min(i + batch_size, len(test)))))]
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

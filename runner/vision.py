@@ -1,21 +1,21 @@
 """CIFAR-10 and CIFAR-100 through ``torchvision.datasets``: the official train/test splits, the
-standard augmentation (random crop with 4-pixel padding, horizontal flip) and per-channel
-normalisation, plus the same augmentation on the device for echoed batches (``data.augment_on_echo``).
+standard augmentation (``transforms.v2``: random crop with 4-pixel padding, horizontal flip, applied
+per example in the pipeline's workers) and per-channel normalisation, plus the same augmentation on
+the device for echoed batches (``data.augment_on_echo``).
 
-torchvision's transforms draw one crop per call, so a batch would need a Python loop per example
-(hundreds of microseconds each on a CPU core). ``crop_flip`` draws an independent crop and flip per
-example in a few tensor operations and is checked against ``torchvision.transforms.v2.functional``
-in the tests; the data set serves whole batches through ``__getitems__`` as DataLoader does.
+An echoed batch is already on the device: ``crop_flip`` draws an independent crop and flip per
+example of a whole batch in a few tensor operations (checked against
+``torchvision.transforms.v2.functional`` in the tests) instead of a Python loop per image.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 from torchvision import datasets as tvd
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .data import Splits, cache_dir
@@ -50,37 +50,6 @@ def crop_flip(x: torch.Tensor, pad: int = PAD, fill: Optional[torch.Tensor] = No
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
-
-
-class CifarSet(Dataset):
-    """A CIFAR split held as one uint8 tensor (N, 3, 32, 32); items are normalised float images,
-    randomly cropped and flipped when ``augment``."""
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, mean, std, augment: bool):
-        self.images, self.targets, self.augment = images, targets, augment
-        self.mean, self.std = list(mean), list(std)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def batch(self, idx: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx]
-        if self.augment:
-            # Seeded by the batch's indices (in order), not a shared generator: the same batch gets the
-            # same views whichever thread loads it and after a resume, and epochs reshuffle the order.
-            seed = int.from_bytes(hashlib.blake2b(torch.tensor(idx).numpy().tobytes(), digest_size=8).digest(), "little")
-            # on the uint8 pixels, so the padding is black as in torchvision's RandomCrop
-            x = crop_flip(x, gen=torch.Generator().manual_seed(seed))
-        x = TF.to_dtype(x, torch.float32, scale=True)
-        return TF.normalize(x, self.mean, self.std), self.targets[idx]
-
-    def __getitems__(self, idx: List[int]) -> list:
-        x, y = self.batch(list(idx))
-        return list(zip(x, y))
-
-    def __getitem__(self, i: int):
-        x, y = self.batch([i])
-        return x[0], y[0]
 
 
 def echo_augment(mean, std):
@@ -140,14 +109,19 @@ def load_cifar(name: str, root: Optional[str], download: bool, augment: bool) ->
         except Exception as e:  # no network, a proxy refusing, a truncated archive...
             raise _missing(name, base, root, e) from None
     mean, std = STATS[name]
-
-    def split(ds, augment: bool) -> CifarSet:
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW, uint8
-        return CifarSet(images, torch.tensor(ds.targets, dtype=torch.long), mean, std, augment)
-
-    return Splits(split(made[True], augment), split(made[False], False), "classification",
+    images = {t: torch.from_numpy(made[t].data).permute(0, 3, 1, 2).contiguous() for t in made}  # uint8 CHW
+    labels = {t: torch.tensor(made[t].targets, dtype=torch.long) for t in made}
+    normalise = lambda x: TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
+    test = TensorDataset(normalise(images[False]), labels[False])
+    if augment:  # uint8 images; the pipeline crops and flips each one in its workers
+        train = TensorDataset(images[True], labels[True])
+        transform = v2.Compose([v2.RandomCrop(32, padding=PAD), v2.RandomHorizontalFlip(),
+                                v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+    else:
+        train, transform = TensorDataset(normalise(images[True]), labels[True]), None
+    return Splits(train, test, "classification",
                   {"num_classes": num_classes, "in_channels": 3, "image_size": 32, "name": name},
-                  augment=echo_augment(mean, std))
+                  augment=echo_augment(mean, std), train_transform=transform)
 
 
 def cifar10(root: Optional[str] = None, download: bool = True, augment: bool = True) -> Splits:

@@ -54,3 +54,25 @@ def cli(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | Non
 def small_digits() -> tuple:
     """Overrides for a digits run of a few seconds."""
     return ("budget.example_loads=960", "eval.every_loads=320")
+
+
+def cli_inproc(*args: str) -> tuple[int, str]:
+    """``echo-run ARGS`` in this process (the real ``runner.cli.main``, without an interpreter's start);
+    returns (exit status, stderr)."""
+    import contextlib
+    import io
+
+    from runner.cli import main
+
+    err = io.StringIO()
+    argv = sys.argv
+    sys.argv = ["echo-run", "logger.progress=false", "train.threads=1", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return code, err.getvalue()

@@ -8,17 +8,14 @@ processes for the exit status a shell sees.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf, open_dict
 
 from runner.schema import ConfigError, validate
-from tests.conftest import ECHO_RUN, ROOT, cli, make_cfg, run_inproc
+from tests.conftest import ECHO_RUN, ROOT, cli, cli_inproc, make_cfg, run_inproc
 
 TINY = ("budget.example_loads=64", "eval.every_loads=null", "model.width=4", "data.max_test_examples=32")
 
@@ -141,24 +138,6 @@ def existing(tmp_path_factory) -> Path:
 
 def snapshot(d: Path) -> dict:
     return {p.relative_to(d): (p.read_bytes() if p.is_file() else None) for p in sorted(d.rglob("*"))}
-
-
-def cli_inproc(*args: str) -> tuple[int, str]:
-    """``echo-run ARGS`` in this process; returns (exit status, stderr)."""
-    from runner.cli import main
-
-    err = io.StringIO()
-    argv = sys.argv
-    sys.argv = ["echo-run", "logger.progress=false", "train.threads=1", *args]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return code, err.getvalue()
 
 
 # (arguments, text stderr must contain, where: "existing" run dir, a "new" one, or given in the args)

@@ -41,10 +41,10 @@ def idx_bytes(a: np.ndarray) -> bytes:
     return bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(np.uint8).tobytes()
 
 
-def write_idx(folder: Path, rng, gz: bool) -> dict:
+def write_idx(folder: Path, rng, gz: bool, n: tuple = (N_TRAIN, N_TEST)) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
-    raw = {"train": (rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8), rng.integers(0, 10, N_TRAIN)),
-           "t10k": (rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8), rng.integers(0, 10, N_TEST))}
+    raw = {"train": (rng.integers(0, 256, (n[0], 28, 28), dtype=np.uint8), rng.integers(0, 10, n[0])),
+           "t10k": (rng.integers(0, 256, (n[1], 28, 28), dtype=np.uint8), rng.integers(0, 10, n[1]))}
     for split, (x, y) in raw.items():
         for kind, a in (("images-idx3", x), ("labels-idx1", y)):
             name = folder / f"{split}-{kind}-ubyte"

@@ -15,7 +15,7 @@ TINY = ("logger.progress=false", "train.threads=1", "model.width=4", "data.max_t
 
 
 def test_a_diverging_run_stops_records_and_exits_1(tmp_path):
-    from tests.test_bad_input import cli_inproc
+    from tests.conftest import cli_inproc
 
     run = tmp_path / "run"
     code, err = cli_inproc(*TINY, "optim.lr=1e5", f"hydra.run.dir={run}")

@@ -203,6 +203,30 @@ def test_a_run_killed_in_the_middle_of_a_gradient_accumulation_resumes_exactly(t
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_a_run_with_loader_workers_killed_mid_epoch_resumes_exactly(tmp_path):
+    """DataLoader workers ahead of the trainer when it dies: the checkpoint holds the trainer's own
+    position (mid-epoch: 10 of the 44 batches of an epoch per record), and a random augmentation
+    seeded per example gives the resumed run the views the unbroken one saw."""
+    args = (*ARGS[:3], "model.width=4", "data.max_test_examples=64", "budget.example_loads=1600",
+            "eval.every_loads=320", "data.workers=2", "dataset=fashion_mnist", "data.root={root}",
+            "data.download=false", "data.augment=true", "data.batch_size=32")
+    root = tmp_path / "idx"
+    from tests.test_datasets import write_idx
+
+    import numpy as np
+
+    write_idx(root, np.random.default_rng(1), gz=True, n=(1408, 64))
+    args = tuple(a.format(root=root) for a in args)
+    ref, run, log = tmp_path / "ref", tmp_path / "run", tmp_path / "log"
+    assert fork_cli(ref, log, args=args) == 0, log.read_text()
+    assert fork_cli(run, log, "evaluate:4", args=args) == -9
+    assert ckpt(run)["source"]["pos"] not in (0, None)  # mid-epoch
+    assert fork_cli(run, log, args=args) == 0, log.read_text()
+    assert without_wall(read_records(run)) == without_wall(read_records(ref))
+    a, b = ckpt(run)["model"], ckpt(ref)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_full_disk_on_checkpoint_keeps_the_previous_one(tmp_path):
     """ENOSPC for real: the temporary checkpoint file is a link to /dev/full."""
     if not os.path.exists("/dev/full"):

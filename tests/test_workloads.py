@@ -111,9 +111,7 @@ def test_cifar_reads_the_official_format(offline, name, classes):
 
 
 def _fetch(ds):
-    from runner.pipeline import fetcher
-
-    return fetcher(ds)(list(range(len(ds))))
+    return ds.tensors
 
 
 def crop_flip_of(out: torch.Tensor, src: torch.Tensor, fill: torch.Tensor) -> bool:
@@ -128,25 +126,36 @@ def crop_flip_of(out: torch.Tensor, src: torch.Tensor, fill: torch.Tensor) -> bo
     return False
 
 
+def _views(s, epoch: int = 0):
+    """The training set's views in epoch ``epoch``, as the pipeline draws them (one seeded draw per
+    example, by seed, epoch and index)."""
+    from runner.pipeline import Examples
+
+    ex = Examples(s.train, s.train_transform, seed=0)
+    items = [ex.example((epoch, i)) for i in range(len(s.train))]
+    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
 def test_cifar_augmentation_is_a_padded_crop_and_flip_per_example(offline):
     root, raw, _ = offline
     s = data.build(make_cfg("dataset=cifar10", f"data.root={root}", "data.download=false").data)
-    x, y = _fetch(s.train)
+    assert s.train.tensors[0].dtype == torch.uint8  # decoded, not augmented: the pipeline augments
+    x, y = _views(s)
     ref = normalised(raw["cifar10"][0], "cifar10")
     mean, std = vision.STATS["cifar10"]
     black = -torch.tensor(mean) / torch.tensor(std)  # torchvision pads with 0 before normalising
     assert all(crop_flip_of(x[i], ref[i], black) for i in range(N_TRAIN))
     # Independent draws per example: all 40 left untouched has probability (1/162)^40.
-    assert sum(torch.allclose(x[i], ref[i]) for i in range(N_TRAIN)) < N_TRAIN // 2
-    again, _ = _fetch(s.train)
-    assert torch.equal(x, again)  # views depend on the batch's indices only: exact after a resume
+    assert sum(torch.allclose(x[i], ref[i], atol=1e-6) for i in range(N_TRAIN)) < N_TRAIN // 2
+    assert torch.equal(x, _views(s)[0])  # views depend on (seed, epoch, index) only: exact after a resume
+    assert not torch.equal(x, _views(s, epoch=1)[0])  # and each epoch draws new ones
     assert y.tolist() == raw["cifar10"][1]
 
 
 def test_augment_on_echo_recrops_the_loaded_view(offline):
     root, raw, _ = offline
     s = data.build(make_cfg("dataset=cifar10", f"data.root={root}", "data.download=false").data)
-    x, y = _fetch(s.train)
+    x, y = _views(s)
     torch.manual_seed(0)
     x2, y2 = s.augment([x, y])
     mean, std = vision.STATS["cifar10"]
