@@ -47,11 +47,14 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def _limit(ds: Dataset, n: Optional[int]) -> Dataset:
+    """A fixed random subset of ``n`` examples, in their order (the same for every run: a data set
+    stored class by class, such as an image folder, keeps every class)."""
     if n is None or n >= len(ds):
         return ds
+    keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n].sort().values
     if isinstance(ds, TensorDataset):
-        return TensorDataset(*(t[:n] for t in ds.tensors))
-    return Subset(ds, range(n))
+        return TensorDataset(*(t[keep] for t in ds.tensors))
+    return Subset(ds, keep.tolist())
 
 
 def digits(test_fraction: float = 0.2, split_seed: int = 0) -> Splits:

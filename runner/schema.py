@@ -145,6 +145,7 @@ class HardwareConfig:
     prefetch: int = 2
     comm_latency_s: float = 0.0  # per collective call
     comm_bandwidth_Bps: Optional[float] = None
+    info: Any = None  # where the numbers come from (a measured profile: machine, workload, date, spread)
 
 
 @dataclass

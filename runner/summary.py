@@ -62,6 +62,7 @@ def make_summary(cfg, resolved: dict, run_dir: Path, status: str, chash: str, wo
         "records": len(records),
         "config_hash": chash,
         "method": method_label(resolved, comm),
+        "model": model_label(resolved["model"]),
         "world_size": world,
         "git_revision": git_revision(),
         "versions": versions(),
@@ -82,3 +83,17 @@ def method_label(resolved: dict, comm: Optional[str] = None) -> str:
     if comm != "none":
         label += f"+{comm}"
     return label
+
+
+def model_label(m: dict) -> str:
+    """A short name for the model config ``m``: its ``name`` (torchvision, timm), the last part of
+    ``name_or_path`` or ``config.model_type`` (transformers), else its builder's name, with a size
+    where one builder serves several (mobilenet_v3-small, gpt2-tiny)."""
+    if m.get("name"):
+        return str(m["name"])
+    if m.get("name_or_path"):
+        return Path(str(m["name_or_path"])).name
+    if isinstance(m.get("config"), dict) and m["config"].get("model_type"):
+        return str(m["config"]["model_type"])
+    name = str(m["_target_"]).rsplit(".", 1)[-1]
+    return f"{name}-{m['size']}" if m.get("size") else name

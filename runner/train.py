@@ -137,6 +137,7 @@ class Trainer:
         accel.deterministic(cfg.train.deterministic)
         torch.manual_seed(cfg.seed)  # the initial model (rank 0's is broadcast to every rank)
         self.splits = data.build(cfg.data)
+        check_target(cfg.target, self.splits.task)
         self.model = accel.prepare(models.build(cfg.model, self.splits.info).to(dev), cfg.train, dev, self.splits.info)
         if ctx.world > 1:
             comm_mod.broadcast_model(self.model)
@@ -358,6 +359,17 @@ class Trainer:
         for s in self.sinks:
             s.close()
         return summary
+
+
+METRICS = {"classification": ("test_acc", "test_loss", "train_loss"), "language": ("test_ppl", "test_loss", "train_loss")}
+
+
+def check_target(t, task: str) -> None:
+    """A target on a metric the data set's task does not record would never be reached, silently."""
+    if t.metric not in METRICS[task]:
+        raise ConfigError(f"target.metric={t.metric} is not recorded for a {task} data set, whose metrics are "
+                          f"{', '.join(METRICS[task])}: choose one of them (e.g. target.metric=test_ppl "
+                          "target.mode=min for language modelling).")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from types import SimpleNamespace
 from pathlib import Path
 
 import torch
@@ -38,11 +37,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner import data, echo, models, schedules, summary, train  # noqa: E402
+from runner import config, data, echo, models, schedules, summary, train  # noqa: E402
 from runner.comm import Local  # noqa: E402
-from runner.schema import register, validate  # noqa: E402
+from runner.step import grad_scaler  # noqa: E402
 
-register()
 BASE = ("logger.progress=false", "checkpoint.enabled=false", "train.threads=1")
 CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
 now = time.perf_counter
@@ -52,29 +50,27 @@ now = time.perf_counter
 def loop_clock(name: str):
     """Time ratios 1 and 2 (both sides, echo-run's own wall_s too) with the chosen clock."""
     global now
-    now, saved = CLOCK[name], train.time
-    train.time = SimpleNamespace(perf_counter=now)  # the loop's only use of `time`
+    now = CLOCK[name]
     try:
         yield
     finally:
-        now, train.time = time.perf_counter, saved
+        now = time.perf_counter
 
 
 def compose(*overrides: str):
-    from hydra import compose as hcompose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hcompose("config", overrides=[*BASE, *overrides])
-    validate(cfg)
-    return cfg
+    return config.compose([*BASE, *overrides])
 
 
 def run(*overrides: str) -> list:
-    """echo-run's training loop in this process; returns its records."""
+    """echo-run's training loop in this process, its training clock the bench's; returns its records."""
     from runner.metrics import read_jsonl
 
     with tempfile.TemporaryDirectory() as d:
-        train.run(compose(*overrides), Path(d))
+        t = train.Trainer(compose(*overrides), Path(d))
+        t.timer = train.Timer(lambda: None, clock=now)  # a CPU: nothing to synchronise
+        with t.session():
+            status = t.train()
+        t.finish(status)
         return read_jsonl(Path(d) / "metrics.jsonl")
 
 
@@ -121,7 +117,8 @@ def echo_vs_plain(steps: int, blocks: int) -> tuple:
     comm = Local(model)
     stream = echo.EchoStream(itertools.repeat(batch), policy="stochastic", schedule=schedules.constant(0.0))
     stream.next(0.0)  # the one load
-    step = lambda b: train.train_step(model, opt, b, comm, nullcontext, None)
+    scaler = grad_scaler("off", torch.device("cpu"))
+    step = lambda b: train.train_step(model, opt, scaler, b, comm, nullcontext, None)
     e_times, p_times = [], []
     for k in range(blocks):
         for side in ((0, 1) if k % 2 == 0 else (1, 0)):

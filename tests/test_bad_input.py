@@ -188,3 +188,10 @@ def test_a_shell_sees_status_2_for_a_refused_run_and_a_refused_sweep(existing, t
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "job 0: optim.lr=-1.0 is not valid" in p.stderr and "job 1: optim.lr=-2.0 is not valid" in p.stderr
     assert snapshot(existing) == before
+
+
+def test_a_target_the_task_does_not_record_is_refused_and_leaves_nothing(tmp_path):
+    code, err = cli_inproc("dataset=python_docs", "target.metric=test_acc", "budget.example_loads=64",
+                           f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "target.metric=test_acc is not recorded for a language data set" in err
+    assert not (tmp_path / "run").exists()

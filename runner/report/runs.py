@@ -18,7 +18,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..metrics import read_jsonl
-from ..summary import method_label, reached
+from ..summary import method_label, model_label, reached
 
 CLOCKS = ("example_loads", "step", "wall_s", "sim_s")  # the clocks a time to target is read on
 
@@ -86,10 +86,7 @@ class Run:
 
     @property
     def model(self) -> str:
-        m = self.config["model"]
-        name = m["_target_"].rsplit(".", 1)[-1]
-        # One builder serves several sizes (mobilenet_v3 small/large, gpt2 tiny/small/...).
-        return f"{name}-{m['size']}" if m.get("size") else name
+        return (self.summary or {}).get("model") or model_label(self.config["model"])
 
     @property
     def budget(self) -> str:
