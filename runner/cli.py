@@ -1,7 +1,8 @@
 """The ``echo-run`` command: compose and validate the config, claim the run directory, train.
 
 Exit status: 0 done; 1 a run diverged or failed; 2 bad input (nothing was changed); 143 stopped by
-a signal after writing a checkpoint (re-run the same command to continue).
+a signal after writing a checkpoint (re-run the same command to continue). A sweep (``-m``) runs every
+job and exits with the first of 143, 2, 1 that a job ended with, whichever Hydra launcher ran them.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import runs
+from . import jobs, runs
 from .config import CONF_DIR
 from .errors import ConfigError, Preempted
 from .schema import validate
 
-_state = {"started": False, "failed": [], "refused": []}
+_state = {"started": False, "codes": []}  # exit statuses of the jobs run in this process
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -30,7 +31,8 @@ def fail(msg: str, code: int = 2) -> None:
 
 class RunDirCheck(Callback):
     """Refuses an output directory that cannot be created before Hydra tries to, so the user gets
-    one sentence and exit status 2 instead of Hydra's traceback."""
+    one sentence and exit status 2 instead of Hydra's traceback. Runs in the process that the user
+    started (with the submitit launcher, the jobs run in other processes)."""
 
     def _check(self, d: str) -> None:
         try:
@@ -45,6 +47,7 @@ class RunDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir)
+        jobs.begin(config.hydra.sweep.dir)
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -55,57 +58,82 @@ def _remove_if_empty(run_dir: Path) -> None:
         pass
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def app(cfg: DictConfig) -> None:
-    _state["started"] = True
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
+def _say(line: str, stream=None) -> str:
+    print(line, file=stream or sys.stderr)
+    return line
+
+
+def run_one(cfg: DictConfig, run_dir: Path, job: str = "") -> tuple:
+    """One run (one job of a sweep, ``job`` = "job N: "): (exit status, the line it printed last).
+    0 done, 1 diverged or failed, 2 refused (a new directory is left as it was), 143 stopped by a
+    signal after writing a checkpoint."""
     try:
         validate(cfg)
-        how = runs.claim(cfg, run_dir, list(hc.overrides.task))
+        jobs.one_task()
+        how = runs.claim(cfg, run_dir, list(HydraConfig.get().overrides.task))
     except ConfigError as e:
         _remove_if_empty(run_dir)
-        if not multirun:
-            fail(str(e))
-        # In a sweep one refused job must not stop the others; the process exits 2 at the end.
-        print(f"echo-run: error: job {hc.job.num}: {e}", file=sys.stderr)
-        _state["refused"].append(str(run_dir))
-        return
+        return 2, _say(f"echo-run: error: {job}{e}")
     if how == "done":
-        print(f"echo-run: {run_dir} already holds this run, complete; nothing to do.", file=sys.stderr)
-        return
+        return 0, _say(f"echo-run: {run_dir} already holds this run, complete; nothing to do.")
     try:
         summary = runs.start(cfg, run_dir)
     except ConfigError as e:
         if how == "new":
             runs.forget_new(run_dir)
-        fail(str(e))
+        return 2, _say(f"echo-run: error: {job}{e}")
     except Preempted as e:
-        fail(str(e), 143)
+        return 143, _say(f"echo-run: error: {job}{e}")
     if summary is not None and summary.get("status") != "complete":
         see = "see its summary.json" if (run_dir / "summary.json").exists() else "see the errors above"
-        print(f"echo-run: run in {run_dir} ended {summary.get('status')}; {see}", file=sys.stderr)
-        _state["failed"].append(str(run_dir))
-    elif summary is not None:
-        print(f"echo-run: records in {run_dir}")
+        return 1, _say(f"echo-run: run in {run_dir} ended {summary.get('status')}; {see}")
+    if summary is not None:
+        return 0, _say(f"echo-run: records in {run_dir}", sys.stdout)
+    return 0, ""
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
+    _state["started"] = True
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    if hc.mode != RunMode.MULTIRUN:
+        code, _ = run_one(cfg, run_dir)
+        if code:
+            sys.exit(code)
+        return
+    if not jobs.here():
+        # Another process runs this job (the submitit launcher): the sweep's process learns its
+        # outcome from the sweep directory, as this process's state never reaches it.
+        jobs.note(hc.sweep.dir, hc.job.num, None)
+        code, line = run_one(cfg, run_dir, f"job {hc.job.num}: ")
+        jobs.note(hc.sweep.dir, hc.job.num, code, line, "stdout" if code == 0 else "stderr")
+        return
+    # In a sweep one refused or failed job must not stop the others; the process exits at the end.
+    code, _ = run_one(cfg, run_dir, f"job {hc.job.num}: ")
+    if code == 143:
+        sys.exit(code)  # this very process was stopped: the sweep stops here, each run resumable
+    _state["codes"].append(code)
 
 
 def main() -> None:
-    _state.update(started=False, failed=[], refused=[])  # main() may be called more than once (tests)
+    _state.update(started=False, codes=[])  # main() may be called more than once (tests)
+    jobs.reset()
     try:
         app()
     except SystemExit as e:
+        if jobs.collect():
+            _state["started"] = True
         if e.code == 1 and not _state["started"]:
             # Hydra refused the command line (unknown key or option, wrong type) before any run began.
             print("echo-run: error: the command line was refused (see the reason above); "
                   "`echo-run --help` lists every group, option and value.", file=sys.stderr)
             sys.exit(2)
         raise
-    if _state["refused"]:
-        sys.exit(2)
-    if _state["failed"]:
-        sys.exit(1)
+    codes = set(_state["codes"]) | {o["code"] for o in jobs.collect()}
+    for code in (143, 2, 1):  # the first that applies: continue, fix the input, look at the failed runs
+        if code in codes:
+            sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The ``echo-run`` process has already validated the config and written it once to
 ``<run_dir>/.hydra/config.yaml``; here it only starts ``torchrun ... -m runner.worker <that file>``
 as a subprocess whose output streams to this terminal, waits, and returns rank 0's summary. One
 run directory per run (not per rank), and Hydra's multirun and submitit launchers work unchanged:
-one torchrun per job.
+one torchrun per job. Inside a submitit job the scheduler's warning before its time limit stops the
+ranks with checkpoints, and submitit requeues the job, which resumes from them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from .config import config_hash
+from .errors import Preempted
 
 
 def command(cfg, run_dir: Path) -> List[str]:
@@ -42,9 +44,9 @@ def command(cfg, run_dir: Path) -> List[str]:
 
 def torchrun(cfg, run_dir: Path) -> Optional[dict]:
     """Run the job; rank 0's summary, or ``{"status": "failed", ...}`` when a rank failed (its error
-    is in the output above). ``launcher.dry_run=true``: print the command and return None."""
-    from .train import Preempted
-
+    is in the output above). None for a dry run (``launcher.dry_run=true``: the command is printed),
+    and on a node of a multi-node job whose disk does not hold rank 0's summary (rank 0 ran on
+    another node, which has the records)."""
     run_dir = Path(run_dir)
     cmd = command(cfg, run_dir)
     if cfg.launcher.dry_run:
@@ -53,24 +55,49 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
     env = dict(os.environ)
     # torchrun would set 1 with a warning; the worker sets torch's own thread count from train.threads.
     env.setdefault("OMP_NUM_THREADS", str(cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.launcher.nproc_per_node)))
-    proc = subprocess.Popen(cmd, env=env)
-    got = {"signal": None}
+    warn = scheduler_signal()
+    job = {"proc": None, "signal": None}
 
     def forward(signum, frame):
         # SIGTERM (a scheduler's preemption) goes on to torchrun, which stops the workers; they write
-        # checkpoints. SIGINT from a terminal reaches torchrun and the workers directly.
-        got["signal"] = signum
-        if signum == signal.SIGTERM:
-            proc.send_signal(signum)
+        # checkpoints. SIGINT from a terminal reaches torchrun and the workers directly. A submitit
+        # job's warning (below) goes on as SIGTERM.
+        job["signal"] = signum
+        if signum != signal.SIGINT and job["proc"] is not None and job["proc"].poll() is None:
+            job["proc"].send_signal(signal.SIGTERM)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    watched = (signal.SIGTERM, signal.SIGINT) + ((warn,) if warn else ())
+    old = {s: signal.signal(s, forward) for s in watched}  # before the start: no signal falls in between
     try:
-        rc = proc.wait()
+        # Under submitit the scheduler's warning reaches every process of the job; torchrun and the
+        # ranks would die of it (its default action), so they ignore it and hear it from here as SIGTERM.
+        job["proc"] = proc = subprocess.Popen(
+            cmd, env=env, preexec_fn=(lambda: signal.signal(warn, signal.SIG_IGN)) if warn else None)
+        if job["signal"] not in (None, signal.SIGINT):
+            proc.send_signal(signal.SIGTERM)  # it came while torchrun was starting
+        try:
+            rc = proc.wait()
+        except BaseException:
+            # Whatever ends this process (an exception from another signal handler) must not leave
+            # torchrun running on its own in the run directory: stop it as a preemption would.
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+            raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if rc != 0 and got["signal"] is not None:
-        raise Preempted(f"stopped by signal {got['signal']}; the ranks wrote checkpoints: run the same "
+    if rc != 0 and warn is not None and job["signal"] == warn and callable(old[warn]):
+        # The ranks have written checkpoints and stopped: submitit's own handler now requeues the job
+        # (and ends this process); the requeued job resumes from the checkpoints.
+        from submitit.core.utils import UncompletedJobError
+
+        try:
+            old[warn](warn, None)
+        except UncompletedJobError:
+            pass  # submitit does not requeue (hydra.launcher.max_num_timeout spent): a stop like SIGTERM's
+    if rc != 0 and job["signal"] is not None:
+        raise Preempted(f"stopped by signal {job['signal']}; the ranks wrote checkpoints: run the same "
                         "command again to continue")
     if rc != 0:
         print(f"echo-run: error: the torchrun job exited with status {rc}; the failing rank's error is shown "
@@ -78,7 +105,21 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
               file=sys.stderr)
         return {"status": "failed", "exit_code": rc}
     summary = run_dir / "summary.json"
+    if not summary.exists() and str(cfg.launcher.nnodes) != "1":
+        # Every rank of this node ended well, and torchrun's agents wait for each other before they
+        # exit, so rank 0 (on another node) has written its summary there: this disk is not shared.
+        print(f"echo-run: this node's ranks finished; rank 0 ran on another node, whose {summary} holds "
+              "the records.")
+        return None
     if not summary.exists():
         print(f"echo-run: error: the torchrun job ended but rank 0 wrote no {summary}.", file=sys.stderr)
         return {"status": "failed", "exit_code": rc}
     return json.loads(summary.read_text())
+
+
+def scheduler_signal() -> Optional[int]:
+    """The signal with which a submitit job (Hydra's submitit launcher) is warned before its time
+    limit or a preemption (USR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` names another); None outside one."""
+    if "SUBMITIT_FOLDER" not in os.environ:  # set by submitit in the process that runs the job
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)

@@ -3,9 +3,11 @@ the training in it, alone or as a torchrun job. The CLI, the advisor and the ben
 through here; nothing here parses a command line."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -15,36 +17,65 @@ from .config import config_hash
 from .errors import ConfigError
 
 
+# A claim being written: ``<run_dir>/.hydra.claim-<host>-<pid>/``, renamed to ``.hydra/`` when whole.
+CLAIMING = ".hydra.claim-"
+
+
 def claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list] = None) -> str:
     """'new', 'resume' or 'done' for this run directory; ConfigError if it holds something else.
-    A new directory gets ``.hydra/config.yaml`` (the resolved config) and ``overrides.yaml``."""
+    A new directory gets ``.hydra/config.yaml`` (the resolved config) and ``overrides.yaml``, both
+    at once: ``.hydra/`` is written under another name and renamed into place, so that another
+    process claiming the same directory at the same moment (every node of a multi-node job runs
+    echo-run on the same directory) sees either no claim or a whole one, and exactly one of them
+    writes it. The others get 'resume': they join the run that the first one claimed."""
     run_dir = Path(run_dir)
-    entries = list(run_dir.iterdir()) if run_dir.exists() else []
-    if entries:
-        stored = run_dir / ".hydra" / "config.yaml"
-        if cfg.resume == "never":
-            raise ConfigError(f"the run directory {run_dir} already holds files and resume=never. Choose "
-                              "another directory (hydra.run.dir=...) or drop resume=never to continue that run.")
-        if not stored.exists():
-            raise ConfigError(f"the run directory {run_dir} holds files that are not an echo-run run. "
-                              "Choose an empty or new directory with hydra.run.dir=...")
-        mine = config_hash(OmegaConf.to_container(cfg, resolve=True))
-        theirs = config_hash(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
-        if mine != theirs:
-            raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
-                              f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
-                              "exact command to continue it, or choose another directory with hydra.run.dir=...")
-        return "done" if finished(run_dir) else "resume"
+    if not _entries(run_dir) and _write_claim(cfg, run_dir, overrides):
+        return "new"
+    stored = run_dir / ".hydra" / "config.yaml"
+    if cfg.resume == "never" and _entries(run_dir) - {".hydra"}:
+        # A directory holding only a claim has nothing to continue (no node has trained yet).
+        raise ConfigError(f"the run directory {run_dir} already holds files and resume=never. Choose "
+                          "another directory (hydra.run.dir=...) or drop resume=never to continue that run.")
+    if not stored.exists():
+        raise ConfigError(f"the run directory {run_dir} holds files that are not an echo-run run. "
+                          "Choose an empty or new directory with hydra.run.dir=...")
+    mine = config_hash(OmegaConf.to_container(cfg, resolve=True))
+    theirs = config_hash(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
+    if mine != theirs:
+        raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
+                          f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
+                          "exact command to continue it, or choose another directory with hydra.run.dir=...")
+    return "done" if finished(run_dir) else "resume"
+
+
+def _entries(run_dir: Path) -> set:
+    """Names in the run directory, less the claims other processes are writing."""
+    if not run_dir.exists():
+        return set()
+    return {p.name for p in run_dir.iterdir() if not p.name.startswith(CLAIMING)}
+
+
+def _write_claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list]) -> bool:
+    """Write ``.hydra/`` whole, then rename it into place; False when another process's claim got
+    there first (a rename onto a directory that holds files fails)."""
+    tmp = run_dir / f"{CLAIMING}{socket.gethostname()}-{os.getpid()}"
     try:
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / ".hydra" / f"config.yaml.tmp{os.getpid()}"
-        OmegaConf.save(cfg, tmp, resolve=True)
-        os.replace(tmp, run_dir / ".hydra" / "config.yaml")  # a kill here never leaves half a config
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a process of the same id that was killed here
+        tmp.mkdir(parents=True)
+        OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
         if overrides is not None:
-            OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+            OmegaConf.save(OmegaConf.create(list(overrides)), tmp / "overrides.yaml")
+        try:
+            os.rename(tmp, run_dir / ".hydra")
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
+            raise
+        return True
     except OSError as e:
         raise ConfigError(unwritable(run_dir, e)) from None
-    return "new"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only there when this claim lost or failed
 
 
 def finished(run_dir: Path) -> bool:
