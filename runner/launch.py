@@ -87,15 +87,8 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    if rc != 0 and warn is not None and job["signal"] == warn and callable(old[warn]):
-        # The ranks have written checkpoints and stopped: submitit's own handler now requeues the job
-        # (and ends this process); the requeued job resumes from the checkpoints.
-        from submitit.core.utils import UncompletedJobError
-
-        try:
-            old[warn](warn, None)
-        except UncompletedJobError:
-            pass  # submitit does not requeue (hydra.launcher.max_num_timeout spent): a stop like SIGTERM's
+    if rc != 0 and warn is not None and job["signal"] == warn:
+        requeue(old[warn], warn)  # the ranks have written checkpoints and stopped
     if rc != 0 and job["signal"] is not None:
         raise Preempted(f"stopped by signal {job['signal']}; the ranks wrote checkpoints: run the same "
                         "command again to continue")
@@ -115,6 +108,20 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
         print(f"echo-run: error: the torchrun job ended but rank 0 wrote no {summary}.", file=sys.stderr)
         return {"status": "failed", "exit_code": rc}
     return json.loads(summary.read_text())
+
+
+def requeue(handler, signum: int) -> None:
+    """Hand a submitit job's warning to submitit's own handler, once the checkpoints are written: it
+    requeues the job (and ends this process), and the requeued job resumes from them. When submitit
+    will not requeue (hydra.launcher.max_num_timeout spent) the stop is a pre-emption like SIGTERM's."""
+    if not callable(handler):
+        return
+    from submitit.core.utils import UncompletedJobError
+
+    try:
+        handler(signum, None)
+    except UncompletedJobError:
+        pass
 
 
 def scheduler_signal() -> Optional[int]:

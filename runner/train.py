@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import accel, checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
 from .config import build, config_hash, resolved
 from .errors import ConfigError, Diverged, Preempted
+from .launch import requeue, scheduler_signal
 from .metrics import Progress, build_sinks, clean, write_json
 from .schedules import lr_at
 from .schema import OptimKeys, ScheduleKeys
@@ -336,13 +337,20 @@ class Trainer:
         def on_signal(signum, frame):
             self.stop_signal = signum
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        warn = scheduler_signal()  # a submitit job's warning before its time limit: stop as for SIGTERM
+        watched = (signal.SIGTERM, signal.SIGINT) + ((warn,) if warn and self.ctx.world == 1 else ())
+        old = {s: signal.signal(s, on_signal) for s in watched}
         self.sinks = build_sinks(self.cfg, self.run_dir, self.resolved) if self.ctx.is_main else []
         for s in self.sinks:
             if hasattr(s, "index"):
                 s.index = self.c.records  # records already written before the checkpoint are not repeated
         try:
             yield
+        except Preempted:
+            if warn in old and self.stop_signal == warn:
+                signal.signal(warn, old[warn])
+                requeue(old[warn], warn)  # the checkpoint is written: submitit requeues the job
+            raise
         finally:
             self.bar.close()
             self.source.close()  # stop a background producer

@@ -68,3 +68,19 @@ class Tripwire(SmallCNN):
     def state_dict(self, *args, **kwargs):
         self._passed("save")
         return super().state_dict(*args, **kwargs)
+
+
+class Warned(SmallCNN):
+    """The small CNN, sending its own process SIGUSR2 (a scheduler's warning before its time limit)
+    at its ``warn_at``-th training step."""
+
+    def __init__(self, warn_at: int = 5, **kw):
+        super().__init__(**kw)
+        self._warn_at, self._steps = warn_at, 0
+
+    def forward(self, x):
+        if self.training:
+            self._steps += 1
+            if self._steps == self._warn_at:
+                os.kill(os.getpid(), signal.SIGUSR2)
+        return super().forward(x)

@@ -232,3 +232,34 @@ def _descendants(pid: int) -> list:
         out.append(p)
         todo += kids.get(p, [])
     return out
+
+
+def test_a_submitit_warning_in_a_single_process_job_checkpoints_then_hands_over_to_submitit(tmp_path, monkeypatch):
+    """launcher=local inside a submitit job: the warning (USR2) stops the run at the next check with a
+    checkpoint, and only then does submitit's own handler (here a stand-in) get the signal to requeue."""
+    from runner.errors import Preempted
+    from runner.runs import claim
+    from runner.train import run
+    from tests.conftest import make_cfg
+
+    monkeypatch.setenv("SUBMITIT_FOLDER", str(tmp_path / "submitit"))
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    handed = []
+    old = signal.signal(signal.SIGUSR2, lambda s, f: handed.append((s, torch_load_step(tmp_path / "run"))))
+    try:
+        cfg = make_cfg("model._target_=tests.helpers.Warned", "+model.warn_at=6", "model.width=4",
+                       "train.check_every=4", "budget.steps=40", "eval.every_loads=null", "data.max_test_examples=32")
+        claim(cfg, tmp_path / "run")
+        with pytest.raises(Preempted):
+            run(cfg, tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    # Alone, the run stops at the end of the step the warning came in (no collective to wait for): the
+    # stand-in sees the checkpoint of step 6 already written.
+    assert handed == [(signal.SIGUSR2, 6)]
+
+
+def torch_load_step(run_dir: Path) -> int:
+    import torch
+
+    return torch.load(run_dir / "checkpoint" / "rank0.pt", weights_only=True)["counters"]["step"]
