@@ -178,6 +178,7 @@ def test_each_kind_of_refusal_exits_2_and_touches_nothing(existing, tmp_path, ar
     assert snapshot(existing) == before and snapshot(tmp_path) == around  # nothing written, nothing created
 
 
+@pytest.mark.slow
 def test_a_shell_sees_status_2_for_a_refused_run_and_a_refused_sweep(existing, tmp_path):
     before = snapshot(existing)
     p = cli(*TINY, f"hydra.run.dir={existing}", "optim.lr=0.2")  # another configuration's directory

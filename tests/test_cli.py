@@ -6,6 +6,7 @@ import pytest
 from tests.conftest import cli
 
 
+@pytest.mark.slow
 def test_digits_end_to_end(tmp_path):
     out = cli(f"hydra.run.dir={tmp_path}", "budget.example_loads=640", "eval.every_loads=320")
     assert out.returncode == 0, out.stderr
@@ -18,6 +19,7 @@ def test_digits_end_to_end(tmp_path):
     assert (tmp_path / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_python_docs_end_to_end(tmp_path):
     out = cli(f"hydra.run.dir={tmp_path}", "dataset=python_docs", "budget.example_loads=48",
               "eval.every_loads=null", "data.max_test_examples=32")
@@ -26,6 +28,7 @@ def test_python_docs_end_to_end(tmp_path):
     assert summary["final"]["example_loads"] == 48 and summary["final"]["test_ppl"] > 1
 
 
+@pytest.mark.slow
 def test_rerun_of_a_complete_run_changes_nothing(tmp_path):
     args = (f"hydra.run.dir={tmp_path}", "budget.example_loads=320", "eval.every_loads=null")
     assert cli(*args).returncode == 0
@@ -42,6 +45,7 @@ def test_rerun_of_a_complete_run_changes_nothing(tmp_path):
     ("schedule=bogus", "bogus"),
     ("optim.lr=fast", "optim.lr"),
 ])
+@pytest.mark.slow
 def test_bad_values_exit_2_with_a_reason_and_no_traceback(tmp_path, arg, says):
     out = cli(f"hydra.run.dir={tmp_path}/run", arg)
     assert out.returncode == 2

@@ -20,6 +20,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import make_cfg, run_inproc
 
+pytestmark = pytest.mark.slow  # processes and torchrun jobs: not in `make test-fast`
+
 WORLD, STEPS, BUF_B = 2, 12, 8
 # A model without BatchNorm, in config (hydra instantiate), for the equality with one process.
 MLP = ("~model", "+model._target_=torch.nn.Sequential",

@@ -3,6 +3,8 @@ the run stops at the next record, records it, marks summary.json ``diverged`` an
 exits 1; in a sweep the other jobs still run and the report lists the diverged one."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import math
 import subprocess
@@ -34,6 +36,7 @@ def test_a_diverging_run_stops_records_and_exits_1(tmp_path):
     assert code == 0 and "nothing to do" in err and (run / "metrics.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_diverging_job_finishes_the_others_and_exits_1(tmp_path):
     sweep = tmp_path / "sweep"
     p = subprocess.run([*ECHO_RUN, "-m", *TINY, f"hydra.sweep.dir={sweep}", "optim.lr=1e5,0.05"],

@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import ECHO_RUN, ROOT, read_records
 
+pytestmark = pytest.mark.slow  # processes and torchrun jobs: not in `make test-fast`
+
 SMALL = ("logger.progress=false", "train.threads=1", "model.width=8", "data.max_test_examples=64",
          "eval.every_loads=null", "budget.example_loads=640")
 

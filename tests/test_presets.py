@@ -15,6 +15,8 @@ from runner.config import CONF_DIR
 from runner.schema import validate
 from tests.conftest import cli, read_records
 
+pytestmark = pytest.mark.slow  # processes and torchrun jobs: not in `make test-fast`
+
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 PAPER = [p for p in PRESETS if not p.endswith("_smoke")]
 PAPER_DATA = {"cifar10", "cifar100", "wikitext2"}

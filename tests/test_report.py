@@ -52,6 +52,7 @@ def by_hand(sweep: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_best_lr_is_the_best_mean_and_diverged_runs_are_shown(sweep, tmp_path):
     runs = report.find_runs([sweep])
     assert len(runs) == 12
@@ -82,6 +83,7 @@ def test_best_lr_is_the_best_mean_and_diverged_runs_are_shown(sweep, tmp_path):
         assert (tmp_path / f"best_lr.{ext}").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_from_the_cli(sweep, tmp_path):
     assert report.main(["curves", str(sweep), "--out", str(tmp_path / "curves"), "--x", "step", "sim_s"]) == 0
     assert report.main(["claim", str(sweep), "--target", "0.5", "--out", str(tmp_path / "claim")]) == 0
@@ -304,6 +306,7 @@ def test_dp_table_from_the_cli_and_the_script(tmp_path, capsys):
     assert script["main"]([str(root)]) == 0 and capsys.readouterr().out.strip() == md.strip()
 
 
+@pytest.mark.slow
 def test_the_report_only_reads_runs():
     """echo-report never imports the trainer, the echo-run CLI or the advisor (nor torch)."""
     code = ("import sys, runner.report, runner.report.verdict; "

@@ -120,6 +120,7 @@ def reference(tmp_path_factory) -> Path:
     return ref
 
 
+@pytest.mark.slow
 def test_killed_and_preempted_run_resumes_exactly(reference, tmp_path):
     run, log = tmp_path / "run", tmp_path / "log"
 
@@ -191,6 +192,7 @@ ACCUM = ("logger.progress=false", "train.threads=1", "model._target_=tests.helpe
          "eval.every_loads=64")
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_the_middle_of_a_gradient_accumulation_resumes_exactly(tmp_path):
     ref, run, log = tmp_path / "ref", tmp_path / "run", tmp_path / "log"
     assert fork_cli(ref, log, args=ACCUM) == 0, log.read_text()
@@ -203,6 +205,7 @@ def test_a_run_killed_in_the_middle_of_a_gradient_accumulation_resumes_exactly(t
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+@pytest.mark.slow
 def test_a_run_with_loader_workers_killed_mid_epoch_resumes_exactly(tmp_path):
     """DataLoader workers ahead of the trainer when it dies: the checkpoint holds the trainer's own
     position (mid-epoch: 10 of the 44 batches of an epoch per record), and a random augmentation

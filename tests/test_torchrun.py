@@ -17,6 +17,8 @@ from runner.errors import ConfigError
 
 from tests.conftest import ECHO_RUN, ROOT, cli, make_cfg, read_records, without_wall
 
+pytestmark = pytest.mark.slow  # processes and torchrun jobs: not in `make test-fast`
+
 SMALL = ("launcher=torchrun", "launcher.nproc_per_node=2", "train.threads=1", "data.batch_size=16", "model.width=8",
          "data.max_test_examples=64", "eval.every_loads=null")
 # Echoing with averaging on load, a model that differs per rank before the broadcast, a pipeline slowed

@@ -214,6 +214,7 @@ def test_wikitext2_trains_through_the_loop(offline, tmp_path, monkeypatch):
     assert 1 < recs[-1]["test_ppl"] < 2 * 311  # about the vocabulary size for an untrained model
 
 
+@pytest.mark.slow
 def test_missing_data_exits_2_with_where_it_looked_and_the_fix(tmp_path):
     """Each data set, as a user meets it: three echo-run processes at once (they only start up)."""
     import os

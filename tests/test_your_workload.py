@@ -76,6 +76,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_data_set_and_model_option_trains_through_the_cli(files, tmp_path, case):
     args = [a.format(d=files) for a in CASES[case]]
@@ -89,6 +90,7 @@ def test_every_data_set_and_model_option_trains_through_the_cli(files, tmp_path,
     assert np.isfinite(recs[-1][metric]) and recs[-1]["example_loads"] > 0
 
 
+@pytest.mark.slow
 def test_records_do_not_depend_on_the_number_of_workers(tmp_path):
     """The same batches in the same order, the same views, whatever loads them."""
     common = ("budget.example_loads=640", "eval.every_loads=320", "model.width=4", "data.max_test_examples=64",
@@ -113,11 +115,12 @@ def jpegs(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_a_decode_bound_pipeline_idles_plain_sgd_and_not_adaptive_echoing(jpegs, tmp_path):
     """One worker decodes and crops each 96x96 JPEG; a step of the narrow CNN on 32 of them at 16x16 is
     far quicker. Plain SGD waits for most of its training time; adaptive echoing waits for less than
     2% of it and takes several steps per fresh batch."""
-    common = (f"dataset=image_folder", f"data.root={jpegs}", "data.image_size=16", "data.workers=1",
+    common = ("dataset=image_folder", f"data.root={jpegs}", "data.image_size=16", "data.workers=1",
               "model.width=4", "eval.every_loads=null")
     code, err = cli_inproc(*common, "schedule=none", "budget.steps=20", f"hydra.run.dir={tmp_path / 'sgd'}")
     assert code == 0, err[-2000:]
