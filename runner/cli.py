@@ -119,6 +119,11 @@ def app(cfg: DictConfig) -> None:
 def main() -> None:
     _state.update(started=False, codes=[])  # main() may be called more than once (tests)
     jobs.reset()
+    from .advise.profile import missing_selected
+
+    said = missing_selected(sys.argv[1:])  # hardware=measured before any measurement: one paragraph
+    if said:
+        fail(said)
     try:
         app()
     except SystemExit as e:

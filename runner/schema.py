@@ -145,6 +145,8 @@ class HardwareConfig:
     prefetch: int = 2
     comm_latency_s: float = 0.0  # per collective call
     comm_bandwidth_Bps: Optional[float] = None
+    start_s: float = 0.0  # the pipeline's first batch comes this much later than one load time (workers starting)
+    pause_s: float = 0.0  # seconds an unthrottled pipeline goes on loading while the loop evaluates
     info: Any = None  # where the numbers come from (a measured profile: machine, workload, date, spread)
 
 
@@ -459,6 +461,8 @@ def validate(cfg: DictConfig) -> None:
         _pos("hardware.workers", h.workers)
         _pos("hardware.prefetch", h.prefetch)
         _check(h.comm_latency_s >= 0, "hardware.comm_latency_s", h.comm_latency_s, "0 or more seconds")
+        _check(h.start_s >= 0, "hardware.start_s", h.start_s, "0 or more seconds")
+        _check(h.pause_s >= 0, "hardware.pause_s", h.pause_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
     background = p.background if p.background is not None else (p.examples_per_s is not None or d.workers > 0)
     _check(e.ready_from != "clock" or h.name != "none", "echo.ready_from", "clock",

@@ -18,17 +18,19 @@ from typing import Optional, Sequence
 
 class SimClock:
     def __init__(self, batch_load_s: float, step_s: float, prefetch: int = 2, comm_latency_s: float = 0.0,
-                 comm_bandwidth_Bps: Optional[float] = None):
+                 comm_bandwidth_Bps: Optional[float] = None, start_s: float = 0.0, pause_s: float = 0.0):
         self.batch_load_s, self.step_s, self.prefetch = batch_load_s, step_s, prefetch
+        self.pause_s = pause_s
         self.latency, self.bandwidth = comm_latency_s, comm_bandwidth_Bps
         self.t = 0.0  # the trainer's time
         self.idle_s = 0.0
-        self.last_finish = 0.0  # when the pipeline finished its last batch
+        self.origin = start_s  # when the pipeline can start its first batches (its workers' start-up)
+        self.last_finish = start_s  # when the pipeline finished its last batch
         self.consumed: deque = deque(maxlen=prefetch)  # when the last `prefetch` batches were taken
 
     def _next_finish(self) -> float:
         # The next batch starts when the pipeline is free and the prefetch buffer has room.
-        room = self.consumed[0] if len(self.consumed) == self.prefetch else 0.0
+        room = self.consumed[0] if len(self.consumed) == self.prefetch else self.origin
         return max(self.last_finish, room) + self.batch_load_s
 
     def ready(self) -> bool:
@@ -45,6 +47,15 @@ class SimClock:
         self.last_finish = finish
         self.consumed.append(self.t)
 
+    def pause(self) -> None:
+        """The loop evaluated, off the clock, while an unthrottled pipeline went on loading for
+        ``pause_s`` seconds (at most ``prefetch`` batches ahead): the pipeline's timeline moves that much
+        earlier against the trainer's."""
+        if self.pause_s:
+            self.origin -= self.pause_s
+            self.last_finish -= self.pause_s
+            self.consumed = deque((c - self.pause_s for c in self.consumed), maxlen=self.prefetch)
+
     def call_s(self, nbytes: int) -> float:
         """One collective call of ``nbytes`` payload."""
         return self.latency + (nbytes / self.bandwidth if self.bandwidth else 0.0)
@@ -54,11 +65,13 @@ class SimClock:
         self.t += max(self.step_s, sum(map(self.call_s, overlapped))) + sum(map(self.call_s, sequential))
 
     def state_dict(self) -> dict:
-        return {"t": self.t, "idle_s": self.idle_s, "last_finish": self.last_finish, "consumed": list(self.consumed)}
+        return {"t": self.t, "idle_s": self.idle_s, "last_finish": self.last_finish, "consumed": list(self.consumed),
+                "origin": self.origin}
 
     def load_state_dict(self, st: dict) -> None:
         self.t, self.idle_s, self.last_finish = st["t"], st["idle_s"], st["last_finish"]
         self.consumed = deque(st["consumed"], maxlen=self.prefetch)
+        self.origin = st.get("origin", 0.0)
 
 
 def batch_load_s(h, batch_size: int) -> float:
@@ -71,4 +84,5 @@ def batch_load_s(h, batch_size: int) -> float:
 def from_config(h, batch_size: int) -> Optional[SimClock]:
     if h.name == "none":
         return None
-    return SimClock(batch_load_s(h, batch_size), h.step_s, h.prefetch, h.comm_latency_s, h.comm_bandwidth_Bps)
+    return SimClock(batch_load_s(h, batch_size), h.step_s, h.prefetch, h.comm_latency_s, h.comm_bandwidth_Bps,
+                    h.start_s, h.pause_s)

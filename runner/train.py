@@ -227,6 +227,8 @@ class Trainer:
         self.source.ready()  # start loading now, as a DataLoader made before the loop would
         if c.records == 0:
             self.record(0.0)
+            if self.clock:
+                self.clock.pause()  # the pipeline, started above, loaded meanwhile (hardware.pause_s)
         u = b.fraction(c, self.sim_s())
         self.timer.start()
         try:
@@ -292,6 +294,8 @@ class Trainer:
             c.next_ckpt += self.every_ckpt
         if eval_due and c.recorded_step != c.step:
             rec = self.record(u)
+            if self.clock and not final:
+                self.clock.pause()  # the pipeline loaded ahead meanwhile (hardware.pause_s)
             if self.cfg.target.stop:  # rank 0 evaluated: it tells the others
                 t = self.cfg.target
                 c.at_target = bool(self.comm.reduce_max([float(reached(rec.get(t.metric), t.value, t.mode))])[0])

@@ -196,3 +196,12 @@ def test_a_target_the_task_does_not_record_is_refused_and_leaves_nothing(tmp_pat
                            f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and "target.metric=test_acc is not recorded for a language data set" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_hardware_measured_before_any_measurement_says_how_to_measure(tmp_path, monkeypatch):
+    from runner.advise import profile
+
+    monkeypatch.setattr(profile, "CONF_DIR", str(tmp_path / "conf"))  # a checkout that has measured nothing
+    code, err = cli_inproc("hardware=measured", "budget.steps=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "echo-advise measure" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
