@@ -79,9 +79,14 @@ def method_label(resolved: dict, comm: Optional[str] = None) -> str:
         label = f"{e['policy']}(e={e['factor']})"
     else:
         label = "adaptive"
+    if label != "sgd" and (resolved.get("data") or {}).get("augment_on_echo"):
+        label += "+reaug"  # echoed batches re-augmented on the device (Choi et al.'s "echoing before augmentation")
     comm = comm or resolved.get("comm", {}).get("name", "none")
     if comm != "none":
         label += f"+{comm}"
+        outer = (resolved.get("comm") or {}).get("outer_optim")
+        if outer:
+            label += f"+{outer}"  # DiLoCo: an outer optimizer on the averaged pseudo-gradient
     return label
 
 

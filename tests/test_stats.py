@@ -110,3 +110,25 @@ def test_best_lr_is_the_best_mean_at_equal_loads(tmp_path):
     assert best["scores"] == {0.05: pytest.approx(0.9), 0.1: pytest.approx(0.93)}
     # Lower is better for a loss: lr 0.05's test_loss (1 - acc / 2) is higher at 1900 loads.
     assert stats.best_lr_at_equal_loads(runs, "test_loss", "min")["lr"] == 0.1
+
+
+def test_runs_that_stop_at_the_target_rank_their_rates_by_loads_to_the_target(tmp_path):
+    # target.stop: each run ends where it reached 0.9; lr 0.1 gets there at 500 loads, lr 0.05 at 800,
+    # lr 0.2 misses it with one seed (ranked last, whatever its other seed did).
+    for s in range(2):
+        write_run(tmp_path / f"a{s}", "cosine", seed=s, lr=0.05, T=800, final=0.9, end=800, **{"target.stop": True})
+        write_run(tmp_path / f"b{s}", "cosine", seed=s, lr=0.1, T=500, final=0.9, end=500, **{"target.stop": True})
+        write_run(tmp_path / f"c{s}", "cosine", seed=s, lr=0.2, T=300 if s else None, final=0.9 if s else 0.8,
+                  end=300 if s else 2000, **{"target.stop": True})
+    best = stats.best_lr_at_equal_loads(find_runs([tmp_path]), "test_acc", "max")
+    assert best["lr"] == 0.1 and best["by"] == "loads to target"
+    assert best["scores"] == {0.05: 800.0, 0.1: 500.0, 0.2: math.inf}
+
+
+def test_a_difference_without_spread_over_two_seeds_is_inconclusive():
+    from runner.report.verdict import judge
+
+    flat = stats.Estimate(0.005, 0.005, 0.005, 2, 2)  # both seeds one test image apart, alike
+    assert judge(flat, ">", 0.0) == "inconclusive"
+    assert judge(stats.Estimate(0.005, 0.005, 0.005, 3, 3), ">", 0.0) == "holds"
+    assert judge(stats.Estimate(0.005, 0.002, 0.008, 2, 2), ">", 0.0) == "holds"

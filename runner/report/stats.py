@@ -197,6 +197,17 @@ def best_lr_at_equal_loads(runs, metric: str, mode: str) -> Optional[dict]:
     eligible = [rs for (lr,), rs in group(runs, "lr").items() if all(r.status == "complete" for r in rs)]
     if not eligible:
         return None
+    t = (eligible[0][0].config.get("target") or {})
+    if t.get("stop") and t.get("value") is not None:
+        # Runs that end at the target stop at different loads: equal loads would be the earliest stop of
+        # all. They are ranked by the mean loads to the target instead; a seed that missed it ranks last.
+        def loads_to_target(r) -> float:
+            hit = to_target(r, t.get("metric", metric), t["value"], t.get("mode", mode))
+            return float(hit["example_loads"]) if hit else math.inf
+
+        scores = {rs[0].lr: float(np.mean([loads_to_target(r) for r in rs])) for rs in eligible}
+        best = min(scores, key=scores.get)
+        return {"lr": best, "loads": None, "scores": scores, "by": "loads to target"}
     ends = [last_x(r, "example_loads", metric) for rs in eligible for r in rs]
     if not all(finite(e) for e in ends):
         return None
@@ -204,7 +215,7 @@ def best_lr_at_equal_loads(runs, metric: str, mode: str) -> Optional[dict]:
     scores = {rs[0].lr: float(np.mean([value_at(r, "example_loads", metric, at) for r in rs])) for rs in eligible}
     pick = max if mode == "max" else min
     best = pick(scores, key=scores.get)
-    return {"lr": best, "loads": at, "scores": scores}
+    return {"lr": best, "loads": at, "scores": scores, "by": "metric at equal loads"}
 
 
 # ---------------------------------------------------------------------------------- curve maths

@@ -194,7 +194,7 @@ def stats_frame(runs, metric: str, baselines=("sgd",), target: Optional[float] =
                 cells = {"method": row["label"], "lr": f"{lr:g}", "seeds": str(len(seeds))}
                 _over_seeds(seeds, metric, tgt, confidence, row, cells)
                 row["best_lr"] = best[m] is not None and best[m]["lr"] == lr
-                row["equal_loads"] = best[m]["loads"] if best[m] else math.nan
+                row["equal_loads"] = best[m]["loads"] if best[m] and best[m]["loads"] is not None else math.nan
                 row["score_at_equal_loads"] = best[m]["scores"].get(lr, math.nan) if best[m] else math.nan
                 cells["best lr"] = (f"yes ({metric} {row['score_at_equal_loads']:.4g} at {row['equal_loads']:g} "
                                     "loads)" if row["best_lr"] else "")

@@ -113,6 +113,8 @@ def judge(e: Estimate, side: str, thr: float) -> str:
     """holds | does not hold | inconclusive, from where the interval lies against the threshold."""
     if not e.has_interval:
         return "inconclusive"
+    if e.lo == e.hi and e.n < 3:
+        return "inconclusive"  # two seeds that differ alike (one test image, say): no spread to judge by
     above, below = e.lo > thr, e.hi < thr
     if (side == ">" and above) or (side == "<" and below):
         return "holds"
