@@ -28,9 +28,10 @@ def read_wandb_history(path: Path) -> list:
             pos += left
             continue
         _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and n == 0:  # zeros: the rest of this block was padded at a flush
+            pos += left
+            continue
         pos += 7
-        if kind == 0 and n == 0:
-            break
         buf += data[pos:pos + n]
         pos += n
         if kind in (1, 4):
