@@ -238,7 +238,7 @@ fig-advisor: | $(VENV_STAMP)  ## fig. 6: the advisor's R x level heatmap and con
 	$(MAKE) advise-grid
 	mkdir -p $(FIG_OUT) && for f in png pdf; do cp $(ADVISE_OUT)/ratios/heatmap.$$f $(FIG_OUT)/advisor.$$f; done
 	cp $(ADVISE_OUT)/ratios/advice.md $(FIG_OUT)/advisor.md
-	cp $(ADVISE_OUT)/advice.md $(FIG_OUT)/advisor_confirmed.md
+	cp $(ADVISE_OUT)/confirm.md $(FIG_OUT)/advisor_confirmed.md
 
 fig-paper: | $(VENV_STAMP)  ## the paper's figures from the experiment presets (SCALE=small|tiny: their _smoke twins)
 	for e in $(FIG_PRESETS); do \
@@ -279,7 +279,7 @@ advise-ratios: | $(VENV_STAMP)  ## R at 1, 2 and 4 loader workers, JPEG folder a
 # For fig-advisor: the R x level heatmap on the measured workload (this machine's step time, assumed
 # loader speeds R); 5 x 7 x 3 = 105 pilot runs, roughly 15-25 minutes on 2 CPU cores.
 advise-grid: advise  ## R x echo level heatmap on the measured workload: $(ADVISE_OUT)/ratios/
-	$(ADVISE) recommend $(ADVISE_WORKLOAD) hardware=measured --ratios 0.5 1 2 4 8 $(ADVISE_ARGS) --out $(ADVISE_OUT)/ratios
+	$(ADVISE) recommend $(ADVISE_WORKLOAD) hardware=measured --ratios 0.5 1 2 4 8 $(ADVISE_ARGS) --max-runs 105 --out $(ADVISE_OUT)/ratios
 
 # ---- benchmarks (README, "Benchmarks"): results/bench/*.json ----
 .PHONY: bench bench-overhead bench-pipeline bench-wallclock gpu-smoke
