@@ -130,3 +130,16 @@ def test_a_decode_bound_pipeline_idles_plain_sgd_and_not_adaptive_echoing(jpegs,
     assert sgd["idle_s"] > 0.5 * sgd["wall_s"] and sgd["echo_steps"] == 0
     assert ada["idle_s"] < 0.02 * ada["wall_s"]
     assert ada["step"] / (ada["example_loads"] / 32) > 1
+
+
+@pytest.mark.parametrize("dataset, sgd_lr, sgd_wd", [("cifar10", 0.1, 5e-4), ("python_docs", 0.1, 0.0),
+                                                     ("wikitext2", 0.1, 0.0)])
+def test_a_data_sets_sgd_values_never_reach_another_optimizer(dataset, sgd_lr, sgd_wd):
+    # The data sets suggest SGD with their own rate; choosing AdamW must give AdamW's own values
+    # (lr 1e-3, weight decay 0.01), not SGD's lr 0.1.
+    from runner.config import compose
+    sgd = compose([f"dataset={dataset}"]).optim
+    assert (sgd._target_, sgd.lr, sgd.weight_decay, sgd.momentum) == ("torch.optim.SGD", sgd_lr, sgd_wd, 0.9)
+    adamw = compose([f"dataset={dataset}", "optim=adamw"]).optim
+    assert (adamw._target_, adamw.lr, adamw.weight_decay) == ("torch.optim.AdamW", 1e-3, 0.01)
+    assert compose([f"dataset={dataset}", "optim=adamw", "optim.lr=3e-4"]).optim.lr == 3e-4

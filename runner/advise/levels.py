@@ -69,7 +69,7 @@ def parse(spec: str) -> Level:
 
 
 def parse_all(specs: Sequence[str]) -> List[Level]:
-    """The levels of ``--levels`` (spaces or commas), plain SGD always first and none twice."""
+    """The levels of ``--levels`` (spaces or commas), plain SGD always first, no level twice."""
     names = [x for s in specs for x in str(s).split(",") if x.strip()]
     out: List[Level] = [parse("none")]
     for n in names:
