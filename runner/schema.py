@@ -284,7 +284,7 @@ def target_of(node: Any, prefix: str):
     from hydra.utils import get_object
 
     tgt = node.get("_target_") if isinstance(node, DictConfig) else None
-    group = prefix.split(".")[0]
+    group = {"data": "dataset"}.get(prefix.split(".")[0], prefix.split(".")[0])
     if not tgt:
         raise ConfigError(f"{prefix} has no _target_: choose one with {group}=<option> (see echo-run --help), "
                           f"or set {prefix}._target_ to your own class or function.")
@@ -294,7 +294,7 @@ def target_of(node: Any, prefix: str):
         why = " ".join(str(e.__cause__ or e).split())[:160]
         raise ConfigError(f"{prefix}._target_={tgt!r} cannot be imported ({why}): "
                           f"choose an option with {group}=<option> (see echo-run --help), or check the module "
-                          "path of your own class.") from None
+                          "path of your own class (importable from the current directory or PYTHONPATH).") from None
 
 
 def target_args(node: DictConfig, keys) -> Dict[str, Any]:

@@ -143,3 +143,23 @@ def test_a_data_sets_sgd_values_never_reach_another_optimizer(dataset, sgd_lr, s
     adamw = compose([f"dataset={dataset}", "optim=adamw"]).optim
     assert (adamw._target_, adamw.lr, adamw.weight_decay) == ("torch.optim.AdamW", 1e-3, 0.01)
     assert compose([f"dataset={dataset}", "optim=adamw", "optim.lr=3e-4"]).optim.lr == 3e-4
+
+
+@pytest.mark.slow
+def test_the_console_script_imports_the_users_class_from_the_current_directory(tmp_path):
+    # As with `python -m`: mywork.py beside the command is found without PYTHONPATH.
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "mywork.py").write_text("from runner.models import SmallCNN\n\n\n"
+                                         "class Net(SmallCNN):\n    built = 'mywork'\n")
+    script = Path(sys.executable).parent / "echo-run"  # the console script, not `python -m`
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([str(script), "logger.progress=false", "model._target_=mywork.Net",
+                        "budget.example_loads=320", "eval.every_loads=320", "train.threads=1",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["final"]["example_loads"] == 320
+    assert "mywork.Net" in (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
