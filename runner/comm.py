@@ -389,5 +389,5 @@ def build(c, model: nn.Module, ctx, seed: int) -> Local:
     strategy = build_component(c, CommKeys, **runtime)
     if not isinstance(strategy, Local):
         raise ConfigError(f"comm._target_={c._target_!r} is not a runner.comm.Local: a communication strategy "
-                          "subclasses runner.comm.Local (README, \"Your own strategy\").")
+                          "subclasses runner.comm.Local (README, \"Your own code: components by _target_\").")
     return strategy

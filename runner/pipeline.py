@@ -3,8 +3,7 @@ decode and augment per example, and a feeder thread that tells the echo stage wh
 is ready.
 
 Order. Endless epochs; epoch ``e`` is ``DistributedSampler(seed, rank, world, drop_last=True)`` with
-``set_epoch(e)``, cut into batches of ``batch_size``, the last partial batch dropped (the batches of
-``runner.pipeline.BatchSource``). The batch sampler yields keys ``(epoch, index)``; the random
+``set_epoch(e)``, cut into batches of ``batch_size``, the last partial batch dropped. The batch sampler yields keys ``(epoch, index)``; the random
 per-example transform runs under ``torch.random.fork_rng`` seeded by a hash of (seed, epoch, index),
 so a view never depends on the number of workers, on timing or on a resume.
 
@@ -12,7 +11,7 @@ Checkpoint. The position ``(epoch, pos)`` of the next batch the TRAINER takes, c
 them. It is exact because it is the only state there is: the order is a function of (seed, epoch),
 the views of (seed, epoch, index), the workers and the data set wrapper hold nothing else. Restoring
 sets the stateful batch sampler to that position and starts a fresh loader there, so batches that
-workers or the queue had prefetched are simply loaded again. The format is BatchSource's, and it does
+workers or the queue had prefetched are simply loaded again. The format does
 not depend on the number of workers (the StatefulDataLoader's own snapshot cannot be restored with
 another worker count).
 
@@ -76,7 +75,7 @@ class EpochBatches(Sampler):
         self.epoch, self.pos = 0, 0
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The rank's shard of epoch ``epoch``, in order (BatchSource's ``_indices`` before slicing)."""
+        """The rank's shard of epoch ``epoch``, in order (before slicing into batches)."""
         self.shard.set_epoch(epoch)
         return torch.tensor(list(self.shard), dtype=torch.long)
 

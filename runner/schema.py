@@ -335,7 +335,7 @@ def validate_component(cfg: DictConfig, prefix: str) -> None:
         default = next(f.default for f in fields(keys) if f.name == k)
         if k not in params and node[k] != default:
             raise ConfigError(f"{prefix}.{k}={node[k]!r} does not apply to {prefix} {node._target_}, which takes no "
-                              f"{k}: drop it, or choose a {prefix} that reads files (see README.md).")
+                              f"{k}: drop it, or choose a {'dataset' if prefix == 'data' else prefix} that reads files (see README.md).")
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         for k in args:
             if k not in params or k in runtime:

@@ -115,7 +115,7 @@ def test_wraps_a_dataloader_and_transfers_fresh_batches_once():
 
 
 class Upstream:
-    """An endless upstream whose position can be copied (as BatchSource's checkpoint does)."""
+    """An endless upstream whose position can be copied (as the pipeline's checkpoint does)."""
 
     def __init__(self, pos: int = 0, batch: int = 4):
         self.pos, self.b = pos, batch
