@@ -21,7 +21,7 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from .config import config_hash
-from .errors import Preempted
+from .errors import ConfigError, Preempted
 
 
 def command(cfg, run_dir: Path) -> List[str]:
@@ -92,6 +92,9 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
     if rc != 0 and job["signal"] is not None:
         raise Preempted(f"stopped by signal {job['signal']}; the ranks wrote checkpoints: run the same "
                         "command again to continue")
+    refused = refusals(run_dir)
+    if rc != 0 and refused:
+        raise ConfigError(refused)
     if rc != 0:
         print(f"echo-run: error: the torchrun job exited with status {rc}; the failing rank's error is shown "
               f"above. Checkpoints in {run_dir} are kept: fix the cause and run the same command to continue.",
@@ -108,6 +111,15 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
         print(f"echo-run: error: the torchrun job ended but rank 0 wrote no {summary}.", file=sys.stderr)
         return {"status": "failed", "exit_code": rc}
     return json.loads(summary.read_text())
+
+
+def refusals(run_dir: Path) -> Optional[str]:
+    """The paragraph of the lowest rank that refused its input (``runner.worker``), the files removed."""
+    found = sorted(Path(run_dir).glob(".refused.rank*"), key=lambda p: int(p.name.rsplit("rank", 1)[1]))
+    text = found[0].read_text() if found else None
+    for p in found:
+        p.unlink(missing_ok=True)
+    return text
 
 
 def requeue(handler, signum: int) -> None:

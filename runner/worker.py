@@ -4,7 +4,9 @@ It reads the resolved config that the ``echo-run`` process wrote once and trains
 directory; it never composes the config again, so every rank (and every restart) runs exactly
 what the user asked for. Run alone (no ``RANK`` in the environment) it trains as one process.
 Exit status: 0 done (the summary says complete or diverged); 143 stopped by a signal after writing a
-checkpoint (torchrun's ``--max-restarts`` then restarts it, and it resumes); other: an error.
+checkpoint (torchrun's ``--max-restarts`` then restarts it, and it resumes); 2 bad input (missing data,
+a damaged checkpoint, a full disk: the paragraph goes to ``<run dir>/.refused.rank<k>`` for the
+``echo-run`` process to print and exit 2 with); other: an error.
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ def main(argv=None) -> int:
         print("usage: python -m runner.worker <run_dir>/.hydra/config.yaml (a config written by echo-run)",
               file=sys.stderr)
         return 2
+    import os
+
     from . import dist
+    from .errors import ConfigError
     from .train import Preempted, run
 
     path = Path(args[0]).resolve()
@@ -32,6 +37,12 @@ def main(argv=None) -> int:
     except Preempted as e:
         print(f"echo-run worker: {e}", file=sys.stderr)
         return 143
+    except ConfigError as e:
+        # Bad input is one paragraph and exit status 2 under torchrun too, not a rank's traceback.
+        rank = os.environ.get("RANK", "0")
+        (path.parent.parent / f".refused.rank{rank}").write_text(str(e))
+        print(f"echo-run worker: rank {rank}: {e}", file=sys.stderr)
+        return 2
     dist.shutdown()  # only after success: a dead peer could make the teardown wait
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -93,6 +94,20 @@ def test_a_failing_rank_fails_the_job_with_its_error(tmp_path):
     assert "injected failure on rank 1" in p.stderr
     assert "the torchrun job exited with status" in p.stderr and "Traceback" in p.stderr
     assert not (run / "summary.json").exists()
+
+
+def test_bad_input_found_in_the_ranks_exits_2_with_one_paragraph(tmp_path):
+    # The data's files are looked for in the ranks: a missing set is bad input (exit 2, its paragraph),
+    # not a torchrun failure with a traceback; the new run directory is left as it was (gone).
+    empty, run = tmp_path / "empty", tmp_path / "run"
+    empty.mkdir()
+    p = cli(*SMALL, "comm=allreduce", "dataset=fashion_mnist", f"data.root={empty}", "data.download=false",
+            f"hydra.run.dir={run}", timeout=240)
+    assert p.returncode == 2, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("echo-run: error:") and "fashion" in last.lower() and str(empty) in last
+    assert not re.search(r'File "[^"]*/runner/', p.stderr)  # torchrun reports the exit; no traceback of ours
+    assert not run.exists() and not list(tmp_path.glob("**/.refused.rank*"))
 
 
 def test_dry_run_prints_the_command_and_multi_node_options(tmp_path, capsys):
