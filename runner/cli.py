@@ -75,7 +75,8 @@ def run_one(cfg: DictConfig, run_dir: Path, job: str = "") -> tuple:
         _remove_if_empty(run_dir)
         return 2, _say(f"echo-run: error: {job}{e}")
     if how == "done":
-        return 0, _say(f"echo-run: {run_dir} already holds this run, complete; nothing to do.")
+        status = runs.status(run_dir)
+        return 0, _say(f"echo-run: {run_dir} already holds this run, {status}; nothing to do.")
     try:
         summary = runs.start(cfg, run_dir)
     except ConfigError as e:

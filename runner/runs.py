@@ -78,6 +78,14 @@ def _write_claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list]) -> b
         shutil.rmtree(tmp, ignore_errors=True)  # only there when this claim lost or failed
 
 
+def status(run_dir: Path) -> str:
+    """The status in the directory's summary ("complete", "diverged"), or "unfinished"."""
+    try:
+        return str(json.loads((Path(run_dir) / "summary.json").read_text()).get("status") or "unfinished")
+    except (OSError, ValueError):
+        return "unfinished"
+
+
 def finished(run_dir: Path) -> bool:
     """True when the directory's summary says the run ended (complete or diverged)."""
     summary = Path(run_dir) / "summary.json"

@@ -303,8 +303,9 @@ class Trainer:
             c.saved_step = c.step
             checkpoint.save(self.run_dir, self.ctx.rank, self.state_dict())
         if stop:
-            raise Preempted(f"stopped by signal {self.stop_signal or 'on another rank'} at step {c.step}; a "
-                            "checkpoint was written: run the same command again to continue")
+            then = ("a checkpoint was written: run the same command again to continue" if enabled else
+                    "checkpoint.enabled=false, so no checkpoint was written: the run starts over when run again")
+            raise Preempted(f"stopped by signal {self.stop_signal or 'on another rank'} at step {c.step}; {then}")
         self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step, p=self.last_p)
         self.source.resume()
         self.timer.start()

@@ -33,7 +33,7 @@ def test_a_diverging_run_stops_records_and_exits_1(tmp_path):
     # The same command again does not re-train a diverged run.
     before = (run / "metrics.jsonl").read_bytes()
     code, err = cli_inproc(*TINY, "optim.lr=1e5", f"hydra.run.dir={run}")
-    assert code == 0 and "nothing to do" in err and (run / "metrics.jsonl").read_bytes() == before
+    assert code == 0 and "already holds this run, diverged; nothing to do" in err and (run / "metrics.jsonl").read_bytes() == before
 
 
 @pytest.mark.slow
