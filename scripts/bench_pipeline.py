@@ -1,4 +1,4 @@
-"""Throughput of runner.loader's Source against a plain torch DataLoader on a decode-bound image
+"""Throughput of runner.pipeline's Source against a plain torch DataLoader on a decode-bound image
 folder, side by side in one process; writes results/bench/pipeline.json and prints a table. Not a test.
 
 1. decode-bound: a folder of JPEGs (default 2,000 images of 64x64 in 10 class folders, written to a

@@ -333,7 +333,9 @@ def write_clock_check(df: pd.DataFrame, skipped, out: Path) -> list:
 
 # ----------------------------------------------------------------------- the data-parallel table
 def comm_s(run) -> float:
-    """The part of sim_s the clock charged to communication: rounds x latency + bytes / bandwidth."""
+    """Communication time if none of it overlapped: rounds x latency + bytes / bandwidth. The clock
+    charges latency per collective call and overlaps DDP's calls with the backward pass, so the part
+    of sim_s it charged can differ from this."""
     h, last = run.config.get("hardware", {}), run.records[-1]
     bw = h.get("comm_bandwidth_Bps")
     latency = last.get("comm_rounds", 0) * (h.get("comm_latency_s") or 0.0)
@@ -387,7 +389,7 @@ def dp_markdown(df: pd.DataFrame) -> str:
             "comm rounds": d.rounds.map(f(".0f")), "MB sent/rank": d.mb.map(f(".1f")),
             f"{metric} (min-max)": [f"{m:.4f} ({lo:.4f}-{hi:.4f})"
                                     for m, lo, hi in zip(d.metric, d.metric_lo, d.metric_hi)],
-            "sim_s": d.sim_s.map(f(".2f")), "of which comm": d.comm_s.map(f(".3f")),
+            "sim_s": d.sim_s.map(f(".2f")), "comm s (no overlap)": d.comm_s.map(f(".3f")),
             "loads to target": d.target_loads.map(f(".0f")), "sim_s to target": d.target_sim_s.map(f(".2f"))})
         parts += [f"### {dataset} · {model} · lr {lr:g} · {budget}", "", markdown(t), "",
                   f"Target: {d.target.iloc[0]}; means over seeds (a column is '-' when a seed missed it).", ""]
