@@ -50,8 +50,11 @@ def pick(runs, metric: str, key: str = "label") -> dict:
             out[k] = (None, [], row)
             continue
         edge = len(grid) >= 3 and b["lr"] in (grid[0], grid[-1])
+        # Runs that stop at the target are ranked by their mean loads to it (a miss counts as infinite).
+        score = ("mean example loads to target" if b["loads"] is None
+                 else f"mean {metric} at {b['loads']:g} loads (equal loads)")
         row.update({"best lr": f"{b['lr']:g}" + (" (edge of the grid)" if edge else ""),
-                    f"mean {metric} at equal loads": f"{b['scores'][b['lr']]:.4g} at {b['loads']:g} loads",
+                    "ranked by": score, "best score": f"{b['scores'][b['lr']]:.4g}",
                     "every rate": "; ".join(f"{lr:g}: {s:.4g}" for lr, s in sorted(b["scores"].items()))})
         if edge:
             print(f"at_best_lr: warning: {row['method']}'s best rate {b['lr']:g} is at the edge of its grid "
@@ -212,8 +215,9 @@ def main(argv=None) -> int:
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     md = ["Each method at its own best learning rate: the best mean over seeds of "
-          f"`{metric}` at the largest example-load count every run of the method reached "
-          "(`runner.report.stats.best_lr_at_equal_loads`, the verdict table's rule).", "", markdown(table.astype(str))]
+          f"`{metric}` at the largest example-load count every run of the method reached, or, for runs "
+          "that stop at the target, the least mean example loads to it (`runner.report.stats."
+          "best_lr_at_equal_loads`, the verdict table's rule; column `ranked by`).", "", markdown(table.astype(str))]
     if points is not None:
         cols = ["reuse", "method", "lr", "seeds"] + [c for k in CLOCKS + ("speedup",) for c in (k, f"{k}_lo", f"{k}_hi")]
         md += ["", "Per level (mean and 95% t interval over seeds; speed-up paired with SGD by seed):", "",

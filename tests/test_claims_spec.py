@@ -223,3 +223,30 @@ def test_the_labels_are_the_runners(label):
 
     cfg = config.compose(SWEEP_OVERRIDES[label], check=False)
     assert method_label(config.resolved(cfg)) == label
+
+
+def test_the_speedup_figure_ranks_runs_that_stop_at_the_target_by_loads(tmp_path, monkeypatch):
+    """scripts/at_best_lr.py speedup on runs with target.stop: each level's rate is the one with the
+    least mean loads to the target, and the speed-up is SGD's loads over the level's, paired by seed."""
+    import runpy
+    root = tmp_path / "speedup"
+    for label, p in (("sgd", None), ("constant(p=0.25)", 0.25)):
+        for lr, slow in ((0.05, 1.0), (0.1, 1.5)):
+            for seed in range(3):
+                d = root / f"{label}-lr{lr}-{seed}"
+                monkeypatch.setitem(M, f"{label}@{lr}", dict(M[label], T=[round(t * slow, -2) for t in M[label]["T"]]))
+                write(d, f"{label}@{lr}", seed)
+                cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+                cfg["optim"]["lr"], cfg["target"]["stop"] = lr, True
+                cfg["schedule"] = {"name": "none"} if p is None else {"name": "constant", "p": p}
+                (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+                s = json.loads((d / "summary.json").read_text())
+                (d / "summary.json").write_text(json.dumps(dict(s, method=label)))
+    script = runpy.run_path(str(ROOT / "scripts" / "at_best_lr.py"), run_name="at_best_lr")
+    assert script["main"](["speedup", str(root), "--out", str(tmp_path / "fig")]) == 0
+    with open(tmp_path / "fig.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(rows["sgd"]["lr"]) == 0.05 and float(rows["constant(p=0.25)"]["lr"]) == 0.05
+    want = math.exp(sum(math.log(a / b) for a, b in zip(M["sgd"]["T"], M["constant(p=0.25)"]["T"])) / 3)
+    assert float(rows["constant(p=0.25)"]["speedup"]) == pytest.approx(want, rel=1e-6)
+    assert "mean example loads to target" in (tmp_path / "fig.md").read_text()
