@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner import loader  # noqa: E402
+from runner import pipeline as loader  # noqa: E402
 
 
 def write_images(root: Path, n: int, size: int) -> None:

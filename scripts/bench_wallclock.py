@@ -155,7 +155,8 @@ def main(argv=None) -> int:
                                 "dir": str(run_dir(out, name))}
                 print(f"  seed {seed} {m:>18}: wall_s to target "
                       f"{'not reached' if not hit else round(hit['wall_s'], 2)}, {last['step']} steps, "
-                      f"{per[m][seed]['steps_per_fresh_batch']:.2f} steps per fresh batch, idle {last['idle_s']:.2f} s",
+                      f"{per[m][seed]['steps_per_fresh_batch']:.2f} steps per fresh batch, waited {last['real_idle_s']:.2f} s "
+                      f"(simulated: {last['idle_s']:.2f} s)",
                       flush=True)
     except ConfigError as e:
         print(f"bench_wallclock: error: {e}", file=sys.stderr)
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     (out / "wallclock.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(f"\nWall-clock time to {t.metric} {'>=' if t.mode == 'max' else '<='} {t.value:g}, pipeline at R = {a.R:g} "
           f"step-times per batch ({step_s * 1e3:.1f} ms steps), {len(a.seeds)} seeds; the limit of the speed-up is {a.R:g}:\n")
-    print("| method | wall_s to target (95% interval) | speed-up SGD / method (paired) | steps per fresh batch | idle_s |")
+    print("| method | wall_s to target (95% interval) | speed-up SGD / method (paired) | steps per fresh batch | waited for data (real_idle_s) |")
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
