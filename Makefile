@@ -98,7 +98,7 @@ else
 FIG_RUNS := results/small
 FIG_OUT := results/figures
 # The workload: Fashion-MNIST, SmallCNN at width 8 (SGD's learning curve of width 32 within about
-# 0.01, at a seventh of the cost: ~20 ms per batch of 64 on one core), evaluated on the first 2,000
+# 0.01, at a seventh of the cost: ~20 ms per batch of 64 on one core), evaluated on a fixed random 2,000
 # test images (one standard error 0.009 near 0.8), on a simulated accelerator whose loader needs 4
 # step-times per batch (sim_s), target test accuracy 0.80 (see fig-speedup).
 FIG_THREADS := train.threads=1
