@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import jobs, runs
-from .config import CONF_DIR
+from .config import CONF_DIR, import_from_cwd
 from .errors import ConfigError, Preempted
 from .schema import validate
 
@@ -118,10 +118,7 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    # A user's own class (model._target_=mywork.Net) lives beside the command, as with `python -m`;
-    # a console script's sys.path starts at its own directory instead.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    import_from_cwd()
     _state.update(started=False, codes=[])  # main() may be called more than once (tests)
     jobs.reset()
     from .advise.profile import missing_selected

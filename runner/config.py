@@ -46,6 +46,16 @@ def config_hash(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def import_from_cwd() -> None:
+    """A user's own ``_target_`` (model._target_=mywork.Net) lives beside the command, as with
+    ``python -m``; a console script's sys.path starts at its own directory instead."""
+    import os
+    import sys
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def build(node: DictConfig, keys=None, **runtime):
     """Instantiate a component node: its ``_target_`` called with its arguments (the runner's own
     ``keys`` left out) and the objects the runner passes (``runtime``). A ConfigError raised by the

@@ -130,7 +130,8 @@ def build(d) -> Splits:
     s = build_component(d, DataKeys)
     if not isinstance(s, Splits):
         raise ConfigError(f"data._target_={d._target_!r} returned {type(s).__name__}, not runner.data.Splits: a data "
-                          "set builder returns Splits(train, test, task, info) (README, \"Your own code: components by _target_\").")
+                          "set builder returns Splits(train, test, task, info) (README, \"Your own code: components "
+                          "by _target_\").")
     s.train = _limit(s.train, d.max_train_examples)
     s.test = _limit(s.test, d.max_test_examples)
     return s

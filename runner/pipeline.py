@@ -3,17 +3,18 @@ decode and augment per example, and a feeder thread that tells the echo stage wh
 is ready.
 
 Order. Endless epochs; epoch ``e`` is ``DistributedSampler(seed, rank, world, drop_last=True)`` with
-``set_epoch(e)``, cut into batches of ``batch_size``, the last partial batch dropped. The batch sampler yields keys ``(epoch, index)``; the random
-per-example transform runs under ``torch.random.fork_rng`` seeded by a hash of (seed, epoch, index),
-so a view never depends on the number of workers, on timing or on a resume.
+``set_epoch(e)``, cut into batches of ``batch_size``, the last partial batch dropped. The batch
+sampler yields keys ``(epoch, index)``; the random per-example transform runs under
+``torch.random.fork_rng`` seeded by a hash of (seed, epoch, index), so a view never depends on the
+number of workers, on timing or on a resume.
 
 Checkpoint. The position ``(epoch, pos)`` of the next batch the TRAINER takes, counted as it takes
 them. It is exact because it is the only state there is: the order is a function of (seed, epoch),
 the views of (seed, epoch, index), the workers and the data set wrapper hold nothing else. Restoring
 sets the stateful batch sampler to that position and starts a fresh loader there, so batches that
-workers or the queue had prefetched are simply loaded again. The format does
-not depend on the number of workers (the StatefulDataLoader's own snapshot cannot be restored with
-another worker count).
+workers or the queue had prefetched are simply loaded again. The format does not depend on the
+number of workers (the StatefulDataLoader's own snapshot cannot be restored with another worker
+count).
 
 Throttle (``examples_per_s``, per rank). Inside the workers: each of N workers takes
 ``batch_size * N / examples_per_s`` seconds per batch (decoding included: a batch started fresh is

@@ -88,11 +88,7 @@ def status(run_dir: Path) -> str:
 
 def finished(run_dir: Path) -> bool:
     """True when the directory's summary says the run ended (complete or diverged)."""
-    summary = Path(run_dir) / "summary.json"
-    try:
-        return json.loads(summary.read_text()).get("status") in ("complete", "diverged")
-    except (OSError, ValueError):
-        return False
+    return status(run_dir) in ("complete", "diverged")
 
 
 def unwritable(where: Path, e: OSError) -> str:

@@ -279,12 +279,18 @@ ARG_CHECKS = {
 ARG_CHECKS["comm.schedule"] = ARG_CHECKS["schedule"]
 
 
+def _group(prefix: str) -> str:
+    """The config group a node is chosen from (``data`` is chosen with ``dataset=``)."""
+    head = prefix.split(".")[0]
+    return "dataset" if head == "data" else head
+
+
 def target_of(node: Any, prefix: str):
     """The object that ``node._target_`` names (ConfigError when missing or not importable)."""
     from hydra.utils import get_object
 
     tgt = node.get("_target_") if isinstance(node, DictConfig) else None
-    group = {"data": "dataset"}.get(prefix.split(".")[0], prefix.split(".")[0])
+    group = _group(prefix)
     if not tgt:
         raise ConfigError(f"{prefix} has no _target_: choose one with {group}=<option> (see echo-run --help), "
                           f"or set {prefix}._target_ to your own class or function.")
@@ -335,7 +341,7 @@ def validate_component(cfg: DictConfig, prefix: str) -> None:
         default = next(f.default for f in fields(keys) if f.name == k)
         if k not in params and node[k] != default:
             raise ConfigError(f"{prefix}.{k}={node[k]!r} does not apply to {prefix} {node._target_}, which takes no "
-                              f"{k}: drop it, or choose a {'dataset' if prefix == 'data' else prefix} that reads files (see README.md).")
+                              f"{k}: drop it, or choose a {_group(prefix)} that reads files (see README.md).")
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         for k in args:
             if k not in params or k in runtime:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..config import import_from_cwd
 from ..errors import ConfigError
 from . import profile as prof
 
@@ -312,8 +312,7 @@ COMMANDS = {"measure": cmd_measure, "recommend": cmd_recommend, "confirm": cmd_c
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a command; exit with its status (2 with one paragraph for bad input)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if "" not in sys.path and os.getcwd() not in sys.path:  # the user's own classes, as in echo-run
-        sys.path.insert(0, os.getcwd())
+    import_from_cwd()  # the user's own classes, as in echo-run
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
         if args and args[0] not in ("-h", "--help"):
