@@ -10,11 +10,19 @@ a damaged checkpoint, a full disk: the paragraph goes to ``<run dir>/.refused.ra
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from torch.distributed.elastic.multiprocessing.errors import record
+
+
+def say(line: str) -> None:
+    """Write one line to stderr in one system call: the ranks share torchrun's stderr, and print()'s
+    separate write of the newline let two ranks' lines run into one."""
+    sys.stderr.flush()
+    os.write(sys.stderr.fileno(), (line + "\n").encode())
 
 
 @record  # torchrun's failure summary then shows this rank's traceback as the root cause
@@ -24,8 +32,6 @@ def main(argv=None) -> int:
         print("usage: python -m runner.worker <run_dir>/.hydra/config.yaml (a config written by echo-run)",
               file=sys.stderr)
         return 2
-    import os
-
     from . import dist
     from .errors import ConfigError
     from .train import Preempted, run
@@ -35,13 +41,13 @@ def main(argv=None) -> int:
     try:
         run(cfg, path.parent.parent)
     except Preempted as e:
-        print(f"echo-run worker: {e}", file=sys.stderr)
+        say(f"echo-run worker: {e}")
         return 143
     except ConfigError as e:
         # Bad input is one paragraph and exit status 2 under torchrun too, not a rank's traceback.
         rank = os.environ.get("RANK", "0")
         (path.parent.parent / f".refused.rank{rank}").write_text(str(e))
-        print(f"echo-run worker: rank {rank}: {e}", file=sys.stderr)
+        say(f"echo-run worker: rank {rank}: {e}")
         return 2
     dist.shutdown()  # only after success: a dead peer could make the teardown wait
     return 0
