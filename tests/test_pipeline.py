@@ -102,6 +102,25 @@ def test_views_do_not_depend_on_workers_and_leave_the_global_rng_alone():
     assert sum(not torch.equal(first[i], second[i]) for i in first) >= 36
 
 
+class Jittered(Images):
+    """A data set that draws its own random numbers in __getitem__ (noise added as it reads)."""
+
+    def __getitem__(self, i):
+        x, i = super().__getitem__(i)
+        return (x.float() + torch.rand(x.shape)), i
+
+
+@pytest.mark.timeout(60)
+def test_a_data_sets_own_random_draws_are_seeded_per_example_too():
+    ds = Jittered(40)
+    sync = build(ds, TRANSFORM, batch_size=8, seed=1, workers=0)
+    a = take(sync, 7)
+    two = build(ds, TRANSFORM, batch_size=8, seed=1, workers=2, prefetch_factor=1)
+    b = take(two, 7)
+    two.close()
+    assert same(a, b)  # the read's noise as well as the view: a function of (seed, epoch, index)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("world,rank", [(1, 0), (2, 1)])
 def test_batches_are_distributed_sampler_epochs(world, rank):
