@@ -119,17 +119,17 @@ def jpegs(tmp_path_factory) -> Path:
 def test_a_decode_bound_pipeline_idles_plain_sgd_and_not_adaptive_echoing(jpegs, tmp_path):
     """One worker decodes and crops each 96x96 JPEG; a step of the narrow CNN on 32 of them at 16x16 is
     far quicker. Plain SGD waits for most of its training time; adaptive echoing waits for less than
-    5% of it (its only wait is for the first batch, a worker's start included: 0.02 s of 1 s on a busy
-    CI machine) and takes several steps per fresh batch."""
+    2% of it and takes several steps per fresh batch. Its only wait is for the first batch, a worker's
+    start included (0.02 s on a busy CI machine), so it trains for 800 steps (about 3 s) to be judged."""
     common = ("dataset=image_folder", f"data.root={jpegs}", "data.image_size=16", "data.workers=1",
               "model.width=4", "eval.every_loads=null")
     code, err = cli_inproc(*common, "schedule=none", "budget.steps=20", f"hydra.run.dir={tmp_path / 'sgd'}")
     assert code == 0, err[-2000:]
-    code, err = cli_inproc(*common, "echo=adaptive", "budget.steps=300", f"hydra.run.dir={tmp_path / 'ada'}")
+    code, err = cli_inproc(*common, "echo=adaptive", "budget.steps=800", f"hydra.run.dir={tmp_path / 'ada'}")
     assert code == 0, err[-2000:]
     sgd, ada = read_records(tmp_path / "sgd")[-1], read_records(tmp_path / "ada")[-1]
     assert sgd["idle_s"] > 0.5 * sgd["wall_s"] and sgd["echo_steps"] == 0
-    assert ada["idle_s"] < 0.05 * ada["wall_s"]
+    assert ada["idle_s"] < 0.02 * ada["wall_s"], (ada["idle_s"], ada["wall_s"])
     assert ada["step"] / (ada["example_loads"] / 32) > 1
 
 
