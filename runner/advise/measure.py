@@ -368,8 +368,9 @@ def clock_extras(m: dict, batch_load_s: float, loads_while_paused: bool) -> dict
             out["pause_s"] = 0.0
         elif ahead["batches"] >= ahead["depth"]:
             out["pause_s"] = m["eval_s"]  # the buffers filled up: any longer pause gives the same
-        else:  # it loaded only this much meanwhile (evaluation and loading shared the CPU)
-            out["pause_s"] = ahead["batches"] * batch_load_s
+        else:  # it loaded only this much meanwhile (evaluation and loading shared the CPU), and for no
+            # longer than the evaluation: a batch already in flight when a short one began also counts
+            out["pause_s"] = min(m["eval_s"], ahead["batches"] * batch_load_s)
     return out
 
 
