@@ -470,6 +470,9 @@ def validate(cfg: DictConfig) -> None:
         _check(h.start_s >= 0, "hardware.start_s", h.start_s, "0 or more seconds")
         _check(h.pause_s >= 0, "hardware.pause_s", h.pause_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
+        from .advise.profile import check_stamp  # here, not at the top: the profile module imports config
+
+        check_stamp(cfg)
     background = p.background if p.background is not None else (p.examples_per_s is not None or d.workers > 0)
     _check(e.ready_from != "clock" or h.name != "none", "echo.ready_from", "clock",
            "used with a hardware profile (hardware=...), whose simulated clock says when a batch is ready")

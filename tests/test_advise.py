@@ -157,6 +157,26 @@ def test_measure_writes_a_profile_that_runs_select(measured, tmp_path):
     assert cfg.hardware.name == "w1" and cfg.hardware.step_s == p["step_s"] and cfg.hardware.info.task == "classification"
 
 
+def test_another_workloads_profile_is_refused_by_runs_and_by_recommend(measured, tmp_path):
+    """A profile stamped for 1 worker, selected for 4: echo-run refuses it at start-up (its times would
+    make sim_s wrong) unless told to use them anyway; recommend refuses to measure over it."""
+    from runner.config import compose
+    from runner.errors import ConfigError
+
+    p, hw, ov, _ = measured["w1"]
+    with pytest.raises(ConfigError, match=r"hardware=w1 was measured for another workload .*1 workers.*4 workers"):
+        compose([*SLEEPY, "data.workers=4", *hw])
+    assert compose([*SLEEPY, "data.workers=4", *hw, "hardware.info=null"]).hardware.step_s == p["step_s"]
+    # What does not change the timings may change: the echo level, the seed, the learning rate.
+    assert compose([*SLEEPY, *ov, *hw, "echo=adaptive", "seed=3", "optim.lr=0.5"]).hardware.name == "w1"
+    d = hw[0].split("file://")[1].rstrip("]")
+    before = profile.path("w1", d).read_bytes()
+    code, _, err = advise("recommend", *SLEEPY, "data.workers=4", "--name", "w1", "--profile-dir", d,
+                          "--out", str(tmp_path))
+    assert code == 2 and "was measured for another workload" in err and "--remeasure" in err
+    assert profile.path("w1", d).read_bytes() == before and not any(tmp_path.iterdir())
+
+
 def test_more_workers_load_faster_by_their_number(measured):
     """Storage that waits per read: 4 workers deliver about 4 times what 1 does (not CPU-bound)."""
     one, four = (measured[k][0]["info"]["pipeline"]["examples_per_s"]["median"] for k in ("w1", "w4"))
@@ -260,6 +280,23 @@ def test_batches_loaded_during_an_evaluation_on_a_fake_clock():
 
     r = loaded_while(Source(), evaluate, batch_load_s=0.02, depth=4, clock=lambda: now[0])
     assert r == {"eval_s": 0.5, "batches": 3, "depth": 4}
+
+
+def test_the_clocks_pause_term_never_exceeds_the_evaluation():
+    """pause_s: the evaluation's length when the buffers filled up meanwhile; the batches that came at once
+    times a load otherwise, but never more than the evaluation lasted (a 0.4 ms evaluation during which a
+    batch already in flight arrived did not load 21 ms of data)."""
+    from runner.advise.measure import clock_extras
+
+    def pause(eval_s, batches, depth=4, loads=True):
+        m = {"pipeline": {"first_batch_s": 0.05}, "eval_s": eval_s,
+             "loaded_during_eval": {"eval_s": eval_s, "batches": batches, "depth": depth}}
+        return clock_extras(m, batch_load_s=0.021, loads_while_paused=loads)["pause_s"]
+
+    assert pause(0.3, 4) == 0.3  # full: any longer pause gives the same
+    assert pause(0.3, 2) == pytest.approx(0.042)  # evaluation and loading shared the CPU
+    assert pause(0.0004, 1) == 0.0004  # was 0.021
+    assert pause(0.3, 2, loads=False) == 0.0  # a throttled pipeline pauses too
 
 
 # --------------------------------------------------------------------------------- the monotone rule
@@ -442,7 +479,7 @@ def test_recommend_then_confirm_on_the_real_pipeline(measured, tmp_path):
     rec = g["recommendation"][f"{R:.6g}"]
     assert c["level"] == rec["level"] and c["predicted"] == rec["speedup"]
     runs = {(r["level"], r["seed"]): r for r in c["runs"]}
-    assert set(runs) == {(lv, s) for lv in ("none", c["level"]) for s in (0, 1)}
+    assert set(runs) == {(lv, s) for lv in ("none", c["level"]) for s in (0, 1)}, err[-3000:]
     for r in runs.values():
         cfg = yaml.safe_load((Path(r["dir"]) / ".hydra" / "config.yaml").read_text())
         assert cfg["echo"]["ready_from"] == "pipeline" and cfg["hardware"]["name"] == "w1"

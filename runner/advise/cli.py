@@ -125,17 +125,21 @@ def hw_hash(h: dict) -> str:
 
 def use_profile(a, base: List[str], log) -> tuple:
     """(the hardware overrides of the measured column, the profile): the profile of this workload, measured
-    now when there is none (or --remeasure)."""
+    now when there is none (or --remeasure). Another workload's profile under the same name is refused,
+    not replaced: it may have taken a while to measure, and its runs name it."""
     from ..config import resolved
     from .grid import compose
     from .measure import measure
 
     cfg = compose(base)
     p = prof.load(a.name, a.profile_dir)
-    if a.remeasure or not prof.matches(p, resolved(cfg)):
-        if p is not None and not a.remeasure:
-            log(f"advise: the profile {prof.path(a.name, a.profile_dir)} is of another workload "
-                f"({(p.get('info') or {}).get('workload', '?')}): measuring this one")
+    if p is not None and not a.remeasure and not prof.matches(p, resolved(cfg)):
+        raise ConfigError(
+            f"the hardware profile {prof.path(a.name, a.profile_dir)} was measured for another workload "
+            f"({(p.get('info') or {}).get('workload', '?')}), not for this one ({prof.describe(resolved(cfg))}). "
+            f"Give this workload its own profile with --name NEW (both are kept), or add --remeasure to measure "
+            f"this workload and replace that profile.")
+    if a.remeasure or p is None:
         p, _ = measure(cfg, base, a.name, a.profile_dir, a.windows, a.window_s, a.steps, log=log)
     else:
         from .measure import fmt_R

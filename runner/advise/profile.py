@@ -49,6 +49,25 @@ def workload_hash(resolved: dict) -> str:
     return hashlib.sha256(json.dumps(workload_key(resolved), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+WORKLOAD_GROUPS = ("data", "model", "pipeline", "optim", "train", "launcher", "comm")
+
+
+def check_stamp(cfg) -> None:
+    """A measured profile (``info.workload_hash``) selected for a run of another workload: ConfigError.
+    Its step and load times are another model's and pipeline's, so the run's sim_s would be wrong."""
+    info = cfg.hardware.get("info") if hasattr(cfg.hardware, "get") else None
+    stamp = info.get("workload_hash") if info is not None and hasattr(info, "get") else None
+    if stamp is None:
+        return
+    res = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in WORKLOAD_GROUPS if k in cfg}
+    if workload_hash(res) != stamp:
+        raise ConfigError(
+            f"hardware={cfg.hardware.name} was measured for another workload ({info.get('workload', '?')}), not "
+            f"for this run's ({describe(res)}): its step and load times would make sim_s wrong. Measure this "
+            f"workload with `echo-advise measure <your overrides> --name NEW` and select hardware=NEW, or, to "
+            f"use these times for this workload anyway, add hardware.info=null.")
+
+
 def describe(resolved: dict) -> str:
     """One line naming the workload: data set, model, batch, workers, device, ranks."""
     d, m, la = resolved["data"], resolved["model"], resolved["launcher"]
