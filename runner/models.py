@@ -67,6 +67,16 @@ def build(model_cfg, info: dict) -> nn.Module:
     # Only the facts a model is built from: info also carries labels ("name", "source", "classes")
     # that must never fill a model's own argument of the same name (model.name of model=torchvision).
     extra = {k: v for k, v in info.items() if k in DATA_FACTS and k in params and k not in model_cfg}
+    wants = [k for k in DATA_FACTS if k in params and k not in model_cfg]
+    gives = [k for k in DATA_FACTS if k in info]  # none: a user's data set that states no facts
+    if wants and gives and not extra:  # an image model on token blocks, a language model on images
+        fits = ("model=tiny_gpt2 or model=hf_causal_lm" if "vocab_size" in info
+                else "model=cnn, model=torchvision model.name=NAME or model=timm model.name=NAME")
+        raise ConfigError(
+            f"the model {model_cfg._target_} does not fit the data set {info.get('name', '')!r}: it is built from "
+            f"{', '.join(wants)}, and the data set gives {', '.join(gives)} (its batches are "
+            f"{'token blocks' if 'vocab_size' in info else 'images and labels'}). Choose a model for this data "
+            f"({fits}), or set the model's own {', '.join('model.' + k for k in wants)}.")
     try:
         return instantiate(model_cfg, **extra)
     except InstantiationException as e:

@@ -205,3 +205,10 @@ def test_hardware_measured_before_any_measurement_says_how_to_measure(tmp_path, 
     code, err = cli_inproc("hardware=measured", "budget.steps=1", f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and "echo-advise measure" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_image_model_on_a_language_data_set_is_refused_at_start_up(tmp_path):
+    code, err = cli_inproc("dataset=python_docs", "model=cnn", "budget.example_loads=64",
+                           f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "does not fit the data set 'python_docs'" in err and "model=tiny_gpt2" in err, err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

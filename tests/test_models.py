@@ -99,6 +99,29 @@ def test_the_data_sets_labels_never_fill_a_models_arguments():
     assert n_params(m) == 11_173_962 - 2 * 64 * 3 * 3  # the default resnet18, one input channel
 
 
+LANGUAGE = {"vocab_size": 300, "block_size": 8, "name": "hf"}
+IMAGES = {"num_classes": 10, "in_channels": 1, "image_size": 28, "name": "fashion_mnist"}
+
+
+@pytest.mark.parametrize("target, info, says", [
+    ("runner.models.SmallCNN", LANGUAGE, r"built from num_classes, in_channels, and the data set gives vocab_size, "
+                                         r"block_size .*token blocks.*model=tiny_gpt2 or model=hf_causal_lm"),
+    ("runner.models.torchvision_model", LANGUAGE, r"token blocks"),
+    ("runner.models.tiny_gpt2", IMAGES, r"built from vocab_size, block_size.*images and labels.*model=cnn"),
+    ("runner.models.hf_causal_lm", IMAGES, r"images and labels"),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_it_is_built(target, info, says):
+    with pytest.raises(ConfigError, match=says):
+        models.build(OmegaConf.create({"_target_": target}), info)
+
+
+def test_a_data_set_that_states_no_facts_leaves_the_model_its_defaults():
+    """A user's data set may give no facts at all: the model then takes its own defaults, or its config's."""
+    assert isinstance(models.build(OmegaConf.create({"_target_": "runner.models.SmallCNN"}), {}), models.SmallCNN)
+    gpt = OmegaConf.create({"_target_": "runner.models.tiny_gpt2", "vocab_size": 50, "block_size": 4, "n_embd": 8})
+    assert models.build(gpt, IMAGES).hf.config.vocab_size == 50  # set on the model: no fact needed
+
+
 def test_unknown_names_and_options_are_config_errors_with_the_closest_names():
     with pytest.raises(ConfigError, match=r"model.name='resnet19' is not a torchvision classification model: did you "
                                           r"mean .*resnet18"):
