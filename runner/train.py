@@ -226,7 +226,9 @@ class Trainer:
         c, b = self.c, self.budget
         self.source.ready()  # start loading now, as a DataLoader made before the loop would
         if c.records == 0:
+            self.source.pause()  # as at every record: a throttled pipeline does not load ahead meanwhile
             self.record(0.0)
+            self.source.resume()
             if self.clock:
                 self.clock.pause()  # the pipeline, started above, loaded meanwhile (hardware.pause_s)
         u = b.fraction(c, self.sim_s())

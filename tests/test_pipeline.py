@@ -332,3 +332,35 @@ def reference_batches(ds, batch_size: int, seed: int, n: int, rank: int = 0, wor
             out.append([t[torch.tensor(idx[b * batch_size:(b + 1) * batch_size])] for t in ds.tensors])
         epoch += 1
     return out[:n]
+
+
+class SlowEvalNet(torch.nn.Module):
+    """A linear classifier whose evaluation takes 0.5 s (its training forward is instant)."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 8, num_classes: int = 10):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size ** 2, num_classes)
+        self.slept = False
+
+    def forward(self, x):
+        if not self.training and not self.slept:
+            time.sleep(0.5)
+            self.slept = True  # once per evaluation's first batch is enough
+        if self.training:
+            self.slept = False
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.timeout(60)
+def test_the_step_0_evaluation_pauses_a_throttled_pipeline_like_every_other(tmp_path):
+    """A pipeline throttled to 0.1 s a batch does not load ahead while step 0 evaluates (0.5 s): plain
+    SGD then waits for each of its 4 batches (at least 0.35 s in all). Loading during that evaluation
+    would have made the first 2 (the feeder's prefetch) ready, about 0.2 s of waiting in all."""
+    from tests.conftest import run_inproc
+
+    recs, _ = run_inproc(tmp_path, "model._target_=tests.test_pipeline.SlowEvalNet", "~model.width",
+                         "schedule=none", "budget.steps=4", "eval.every_loads=null", "data.batch_size=8",
+                         "pipeline.examples_per_s=80", "checkpoint.enabled=false")
+    end = recs[-1]
+    assert end["step"] == 4 and end["echo_steps"] == 0
+    assert end["real_idle_s"] >= 0.35, end["real_idle_s"]
