@@ -238,9 +238,10 @@ class Examples(Dataset):
 
     def _load(self, keys: Sequence):
         if self.transform is None:
+            idx = [k[1] if isinstance(k, tuple) else k for k in keys]
             if hasattr(self.ds, "__getitems__"):  # the data set's batched read
-                return self.ds.__getitems__([k[1] if isinstance(k, tuple) else k for k in keys])
-            return [self.ds[k[1] if isinstance(k, tuple) else k] for k in keys]
+                return self.ds.__getitems__(idx)
+            return [self.ds[i] for i in idx]
         # fork_rng: the trainer's (or worker's) own random stream is left where it was. Once a batch:
         # saving and restoring the generator's state per example cost 4% of a decode-bound pipeline.
         with torch.random.fork_rng(devices=[]):
