@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ..config import CONF_DIR
 from ..errors import ConfigError
@@ -55,8 +55,8 @@ WORKLOAD_GROUPS = ("data", "model", "pipeline", "optim", "train", "launcher", "c
 def check_stamp(cfg) -> None:
     """A measured profile (``info.workload_hash``) selected for a run of another workload: ConfigError.
     Its step and load times are another model's and pipeline's, so the run's sim_s would be wrong."""
-    info = cfg.hardware.get("info") if hasattr(cfg.hardware, "get") else None
-    stamp = info.get("workload_hash") if info is not None and hasattr(info, "get") else None
+    info = cfg.hardware.get("info")
+    stamp = info.get("workload_hash") if isinstance(info, DictConfig) else None
     if stamp is None:
         return
     res = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in WORKLOAD_GROUPS if k in cfg}
