@@ -16,7 +16,7 @@ compute, so that the simulated clock charges each call its latency and overlaps 
 Every collective uses the default process group that ``dist.init`` created before training; no
 group is created afterwards.
 
-Strategies (DESIGN.md, "Algorithm 2"); ``ranks`` says where each runs ("one", "many", "any"):
+Strategies (the paper's Algorithm 2); ``ranks`` says where each runs ("one", "many", "any"):
   ``Local``         one process, nothing to communicate;
   ``AllReduce``     gradients averaged every step by DDP (the baseline);
   ``GradAccum``     ``k`` micro-steps under DDP's ``no_sync()``, one all-reduce, one optimizer step;
