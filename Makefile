@@ -24,6 +24,7 @@ run: $(VENV_STAMP)  ## the embedded default: digits, small CNN, cosine echoing
 	.venv/bin/echo-run $(ARGS)
 
 test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun with 2 processes)
+	.venv/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(VENV_STAMP)  ## the tests in this process only (no torchrun, sweeps or subprocesses): a couple of minutes

@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .workload import check_stamp
 
 LR_SCHEDULES = ("constant", "cosine", "linear", "step")
 
@@ -470,8 +471,6 @@ def validate(cfg: DictConfig) -> None:
         _check(h.start_s >= 0, "hardware.start_s", h.start_s, "0 or more seconds")
         _check(h.pause_s >= 0, "hardware.pause_s", h.pause_s, "0 or more seconds")
         _pos("hardware.comm_bandwidth_Bps", h.comm_bandwidth_Bps, allow_none=True)
-        from .advise.profile import check_stamp  # here, not at the top: the profile module imports config
-
         check_stamp(cfg)
     background = p.background if p.background is not None else (p.examples_per_s is not None or d.workers > 0)
     _check(e.ready_from != "clock" or h.name != "none", "echo.ready_from", "clock",

@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from runner.report import plots  # noqa: E402
-from runner.report.runs import ReportError, default_metric, find_runs, group, mode_of, target_of  # noqa: E402
-from runner.report.stats import (best_lr_at_equal_loads, paired_ratio, recorded, to_target_by_seed,  # noqa: E402
+from runner.report import plots, pyplot, title
+from runner.report.runs import ReportError, default_metric, find_runs, group, mode_of, target_of
+from runner.report.stats import (best_lr_at_equal_loads, paired_ratio, recorded, to_target_by_seed,
                                  to_target_estimate)
-from runner.report.tables import markdown  # noqa: E402
+from runner.report.tables import markdown
+
 
 CLOCKS = ("example_loads", "step", "sim_s", "wall_s")
 
@@ -74,7 +72,7 @@ def curves(runs, xs, metric: str, out: Path, ylim) -> tuple:
         axes_x = [x for x in xs if plots.available([r for v in by_label.values() for r in v], x)]
         if not by_label or not axes_x:
             continue
-        plt = plots._plt()
+        plt = pyplot()
         cols = min(len(axes_x), 2)
         nrows = -(-len(axes_x) // cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols + 0.4, 4.0 * nrows + 0.4), squeeze=False)
@@ -84,7 +82,7 @@ def curves(runs, xs, metric: str, out: Path, ylim) -> tuple:
             ax.set_visible(False)
         axes[0][0].legend(loc="best", frameon=False)
         lrs = ", ".join(f"{k} {v[0]:g}" for k, v in chosen.items() if v[0] is not None)
-        fig.suptitle(plots._title(dataset, model, f"best per method: {lrs}", "mean over seeds, band: min to max"))
+        fig.suptitle(title(dataset, model, f"best per method: {lrs}", "mean over seeds, band: min to max"))
         fig.tight_layout()
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
     if not figs:
@@ -130,7 +128,7 @@ def speedup(runs, metric: str, out: Path) -> tuple:
         rows.append(row)
     df = pd.DataFrame(pts)
     keys = [k for k in CLOCKS if recorded(runs, k)]
-    plt = plots._plt()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
@@ -184,7 +182,7 @@ def speedup(runs, metric: str, out: Path) -> tuple:
                loc="lower center", ncol=3, frameon=False, fontsize=10)
     (dataset, model, budget), = combos
     lrs = ", ".join(f"{q['reuse']:g}: {q['lr']:g}" for q in pts if q["lr"] is not None)
-    fig.suptitle(plots._title(dataset, model, f"best per level (1/p: lr) {lrs}",
+    fig.suptitle(title(dataset, model, f"best per level (1/p: lr) {lrs}",
                               f"target {tgt['metric']} {'≥' if tgt['mode'] == 'max' else '≤'} {tgt['value']:g}"))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return [(fig, out)], pd.DataFrame(rows), df

@@ -37,12 +37,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from runner import config, data, echo, models, schedules, summary, train
+from runner.comm import Local
+from runner.step import grad_scaler
 
-from runner import config, data, echo, models, schedules, summary, train  # noqa: E402
-from runner.comm import Local  # noqa: E402
-from runner.step import grad_scaler  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BASE = ("logger.progress=false", "checkpoint.enabled=false", "train.threads=1")
 TINY = ("model.width=1", "data.batch_size=4")  # a step of about 0.3 ms: the runner's own cost shows

@@ -42,10 +42,9 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from runner import pipeline as loader
 
-from runner import pipeline as loader  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_images(root: Path, n: int, size: int) -> None:

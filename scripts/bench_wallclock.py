@@ -39,14 +39,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from runner import config, runs, summary
+from runner.errors import ConfigError
+from runner.metrics import read_jsonl
+from runner.report.runs import find_runs, group, target_of
+from runner.report.stats import best_lr_at_equal_loads, over_seeds, paired_ratio, to_target_estimate
 
-from runner import config, runs, summary  # noqa: E402
-from runner.errors import ConfigError  # noqa: E402
-from runner.metrics import read_jsonl  # noqa: E402
-from runner.report.runs import find_runs, group, target_of  # noqa: E402
-from runner.report.stats import best_lr_at_equal_loads, over_seeds, paired_ratio, to_target_estimate  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 QUIET = ("logger.progress=false", "train.threads=1")
 

@@ -26,11 +26,8 @@ import torch
 from torchvision.io import encode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from runner.errors import ConfigError  # noqa: E402
-from runner.mnist import KINDS, locate  # noqa: E402
+from runner.errors import ConfigError
+from runner.mnist import KINDS, locate
 
 
 def pick(targets: torch.Tensor, per_class: int) -> list:

@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from runner import accel, config, pipeline, runs, summary
+from runner.comm import Local
+from runner.image_folder import image_folder
+from runner.metrics import read_jsonl
+from runner.models import torchvision_model
+from runner.step import amp_context, grad_scaler, train_step
 
-from runner import accel, config, pipeline, runs, summary  # noqa: E402
-from runner.comm import Local  # noqa: E402
-from runner.image_folder import image_folder  # noqa: E402
-from runner.metrics import read_jsonl  # noqa: E402
-from runner.models import torchvision_model  # noqa: E402
-from runner.step import amp_context, grad_scaler, train_step  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_jpegs(root: Path, classes: int, per_class: int, size: int) -> None:

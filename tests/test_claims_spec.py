@@ -18,6 +18,7 @@ import scipy.stats
 import yaml
 
 from runner import report
+from runner.report import cli as report_cli
 from runner.report.verdict import load_spec, rule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +177,7 @@ def test_the_spec_names_what_the_figures_produce(spec):
 
 def test_every_row_is_the_known_answer(spec, tree, tmp_path):
     out = tmp_path / "verdict"
-    assert report.main(["verdict", str(SPEC), str(tree), "--out", str(out)]) == 0
+    assert report_cli.main(["verdict", str(SPEC), str(tree), "--out", str(out)]) == 0
     with open(tmp_path / "verdict.csv") as f:
         rows = {r["id"]: r for r in csv.DictReader(f)}
     assert list(rows) == [c["id"] for c in spec["claims"]]

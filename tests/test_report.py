@@ -17,6 +17,7 @@ import scipy.stats
 from matplotlib.text import Text
 
 from runner import report
+from runner.report import cli as report_cli
 
 from .conftest import ECHO_RUN, ROOT
 
@@ -72,7 +73,7 @@ def test_best_lr_is_the_best_mean_and_diverged_runs_are_shown(sweep, tmp_path):
         assert div["diverged"] == 2 and not div["best"] and not div["eligible"]
 
     out = tmp_path / "best_lr"
-    assert report.main(["best-lr", str(sweep), "--out", str(out)]) == 0
+    assert report_cli.main(["best-lr", str(sweep), "--out", str(out)]) == 0
     md = (tmp_path / "best_lr.md").read_text()
     assert md.count("diverged (2/2 seeds)") == 2 and md.count("**") == 4  # one bold best per method
     with open(tmp_path / "best_lr.csv") as f:
@@ -84,8 +85,8 @@ def test_best_lr_is_the_best_mean_and_diverged_runs_are_shown(sweep, tmp_path):
 
 @pytest.mark.slow
 def test_every_figure_is_written_from_the_cli(sweep, tmp_path):
-    assert report.main(["curves", str(sweep), "--out", str(tmp_path / "curves"), "--x", "step", "sim_s"]) == 0
-    assert report.main(["claim", str(sweep), "--target", "0.5", "--out", str(tmp_path / "claim")]) == 0
+    assert report_cli.main(["curves", str(sweep), "--out", str(tmp_path / "curves"), "--x", "step", "sim_s"]) == 0
+    assert report_cli.main(["claim", str(sweep), "--target", "0.5", "--out", str(tmp_path / "claim")]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     for lr in ("1e-06", "0.05", "1000"):  # one curves figure per learning rate, diverged ones included
         assert f"curves-digits-SmallCNN-lr{lr}.png" in names and f"curves-digits-SmallCNN-lr{lr}.pdf" in names
@@ -95,8 +96,8 @@ def test_every_figure_is_written_from_the_cli(sweep, tmp_path):
     assert md.count("| sgd | 2 (2 diverged) | diverged |") == 1 and md.count("| sgd | 2 | 0.") == 2
     # Only lr 0.05 reaches 50% accuracy, so the claim has one figure.
     assert {"claim.png", "claim.pdf", "claim.csv"} <= set(names)
-    assert report.main(["runs", str(tmp_path / "nowhere")]) == 2
-    assert report.main(["curves", str(sweep), "--metric", "test_ppl", "--out", str(tmp_path / "x")]) == 2
+    assert report_cli.main(["runs", str(tmp_path / "nowhere")]) == 2
+    assert report_cli.main(["curves", str(sweep), "--metric", "test_ppl", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_titles_name_data_set_model_and_lr_and_fonts_are_readable(sweep):
@@ -207,7 +208,7 @@ def test_stats_intervals_best_lr_and_paired_speed_up(tmp_path):
     root = make_runs(tmp_path / "runs")
     _synthetic(tmp_path / "runs" / "dp", single=False)  # the single-process sgd runs are in methods/
     out = tmp_path / "stats"
-    assert report.main(["stats", str(root / "methods"), str(root / "dp"), "--out", str(out)]) == 0
+    assert report_cli.main(["stats", str(root / "methods"), str(root / "dp"), "--out", str(out)]) == 0
     with open(tmp_path / "stats.csv") as f:
         rows = {(r["label"], float(r["lr"])): r for r in csv.DictReader(f)}
     assert len(rows) == 9  # sgd 0.05/0.5, cosine 0.05/0.1, linear, constant, step; sgd ×2, cosine+on_load ×2
@@ -235,7 +236,7 @@ def test_stats_intervals_best_lr_and_paired_speed_up(tmp_path):
     md = re.sub(" +", " ", (tmp_path / "stats.md").read_text())
     assert "· 1 process" in md and "· 2 processes (data parallel)" in md
     assert "| step | 0.05 | 3 |" in md and md.count("not reached by 1 of 3 seeds") >= 2
-    assert report.main(["stats", str(root / "methods"), "--confidence", "95", "--out", str(out)]) == 2
+    assert report_cli.main(["stats", str(root / "methods"), "--confidence", "95", "--out", str(out)]) == 2
 
 
 def test_clock_check_compares_sim_s_with_wall_s(tmp_path, capsys):
@@ -247,7 +248,7 @@ def test_clock_check_compares_sim_s_with_wall_s(tmp_path, capsys):
     write_run(root / "b", "cosine", seed=1, wall_rate=0.010, sim_rate=0.013, **hw)   # +30 %
     write_run(root / "c", "sgd", seed=2)                                             # no sim_s: skipped
     out = tmp_path / "clock"
-    assert report.main(["clock-check", str(root), "--out", str(out)]) == 0
+    assert report_cli.main(["clock-check", str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"skipped {root / 'c'}: no sim_s" in printed
     with open(tmp_path / "clock.csv") as f:
@@ -264,7 +265,7 @@ def test_clock_check_compares_sim_s_with_wall_s(tmp_path, capsys):
     for ext in ("png", "pdf"):
         assert (tmp_path / f"clock.{ext}").stat().st_size > 5000
     # runs with no sim_s at all: nothing to check, exit 2 with one paragraph
-    assert report.main(["clock-check", str(root / "c"), "--out", str(out)]) == 2
+    assert report_cli.main(["clock-check", str(root / "c"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "hardware=measured" in err and err.count("\n") == 1
 
@@ -289,7 +290,7 @@ def test_clock_check_figure_is_titled_and_readable(tmp_path):
 def test_dp_table_from_the_cli(tmp_path, capsys):
     root = _synthetic(tmp_path / "runs")
     out = tmp_path / "dp"
-    assert report.main(["dp", str(root), "--out", str(out)]) == 0
+    assert report_cli.main(["dp", str(root), "--out", str(out)]) == 0
     with open(tmp_path / "dp.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert sorted(rows) == ["cosine+on_load ×2", "sgd", "sgd ×2"]

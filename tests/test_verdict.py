@@ -16,6 +16,7 @@ import scipy.stats
 import yaml
 
 from runner import report
+from runner.report import cli as report_cli
 
 # The resolved config echo-run writes (digits, SmallCNN), as in .hydra/config.yaml.
 BASE_CONFIG = {
@@ -179,7 +180,7 @@ def test_the_verdicts_are_the_known_answers(runs_dir, tmp_path):
     spec = tmp_path / "claims.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "verdict"
-    assert report.main(["verdict", str(spec), str(runs_dir), "--out", str(out)]) == 0
+    assert report_cli.main(["verdict", str(spec), str(runs_dir), "--out", str(out)]) == 0
     with open(tmp_path / "verdict.csv") as f:
         rows = list(csv.DictReader(f))
     by = {(r["id"], r["condition"]): r for r in rows}
@@ -244,7 +245,7 @@ def test_a_bad_spec_is_one_paragraph_and_exit_2(runs_dir, tmp_path, capsys):
     for i, (text, message) in enumerate(cases.items()):
         spec = tmp_path / f"bad{i}.yaml"
         spec.write_text(text)
-        assert report.main(["verdict", str(spec), str(runs_dir), "--out", str(tmp_path / "v")]) == 2, text
+        assert report_cli.main(["verdict", str(spec), str(runs_dir), "--out", str(tmp_path / "v")]) == 2, text
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, (text, err)
     assert not (tmp_path / "v.md").exists()

@@ -9,12 +9,10 @@ how much echoing should I use, and what will I gain?" Three steps, each a subcom
 Modules: ``measure`` (throughput, step time, all-reduce; the profile), ``allreduce`` (its torchrun
 worker), ``profile`` (where the profile lives and whose it is), ``levels`` (echo levels and how much
 each echoes), ``grid`` (the pilot's cells, found again by config hash), ``recommend`` (the monotone
-recommendation, advice.md, heatmap), ``confirm`` (real runs against the prediction), ``cli``.
+recommendation, advice.md, heatmap), ``confirm`` (real runs against the prediction), ``cli`` (the
+``echo-advise`` command, ``runner.advise.cli.main``; not loaded by this package).
 
 The advisor starts runs through ``runner.runs`` and ``runner.config`` and decides from their records
 (``summary.json``, ``metrics.jsonl``) only; it builds the pipeline, the model and the optimizer
 itself only to measure them.
 """
-from .cli import main
-
-__all__ = ["main"]

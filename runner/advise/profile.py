@@ -14,15 +14,16 @@ for another workload.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ..config import CONF_DIR
 from ..errors import ConfigError
+# The workload key, hash and stamp check live below the schema (which checks the stamp); named here too
+# for the advisor's callers.
+from ..workload import WORKLOAD_GROUPS, check_stamp, describe, workload_hash, workload_key  # noqa: F401
 
 DEFAULT_NAME = "measured"
 
@@ -30,55 +31,6 @@ DEFAULT_NAME = "measured"
 def path(name: str = DEFAULT_NAME, directory: Optional[str] = None) -> Path:
     base = Path(directory).expanduser() if directory else Path(CONF_DIR)
     return base / "hardware" / f"{name}.yaml"
-
-
-def workload_key(resolved: dict) -> dict:
-    """What decides a run's timings: the data and pipeline, the model, the optimizer's class, the
-    device and threads, the launcher's ranks (not the seed, the echo level, the budget or the target)."""
-    la = resolved.get("launcher", {})
-    t = resolved.get("train", {})
-    o = resolved.get("optim", {})
-    return {"data": resolved["data"], "model": resolved["model"], "pipeline": resolved.get("pipeline"),
-            "optim": {"_target_": o.get("_target_"), "name": o.get("name")},
-            "train": {k: t.get(k) for k in ("device", "amp", "compile", "channels_last", "threads")},
-            "launcher": {k: la.get(k) for k in ("name", "nproc_per_node", "nnodes", "backend")},
-            "comm": (resolved.get("comm") or {}).get("_target_")}
-
-
-def workload_hash(resolved: dict) -> str:
-    return hashlib.sha256(json.dumps(workload_key(resolved), sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-WORKLOAD_GROUPS = ("data", "model", "pipeline", "optim", "train", "launcher", "comm")
-
-
-def check_stamp(cfg) -> None:
-    """A measured profile (``info.workload_hash``) selected for a run of another workload: ConfigError.
-    Its step and load times are another model's and pipeline's, so the run's sim_s would be wrong."""
-    info = cfg.hardware.get("info")
-    stamp = info.get("workload_hash") if isinstance(info, DictConfig) else None
-    if stamp is None:
-        return
-    res = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in WORKLOAD_GROUPS if k in cfg}
-    if workload_hash(res) != stamp:
-        raise ConfigError(
-            f"hardware={cfg.hardware.name} was measured for another workload ({info.get('workload', '?')}), not "
-            f"for this run's ({describe(res)}): its step and load times would make sim_s wrong. Measure this "
-            f"workload with `echo-advise measure <your overrides> --name NEW` and select hardware=NEW, or, to "
-            f"use these times for this workload anyway, add hardware.info=null.")
-
-
-def describe(resolved: dict) -> str:
-    """One line naming the workload: data set, model, batch, workers, device, ranks."""
-    d, m, la = resolved["data"], resolved["model"], resolved["launcher"]
-    model = str(m.get("_target_", "?")).rsplit(".", 1)[-1] + (f"({m['name']})" if m.get("name") else "")
-    ranks = f", {la['nproc_per_node']} ranks" if la.get("name") == "torchrun" else ""
-    dev = resolved["train"].get("device")
-    if dev == "auto":
-        import torch
-
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"{d.get('name')}, {model}, batch {d.get('batch_size')}, {d.get('workers')} workers, {dev}{ranks}"
 
 
 def missing(name: str = DEFAULT_NAME, directory: Optional[str] = None) -> str:

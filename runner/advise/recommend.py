@@ -159,9 +159,9 @@ def heatmap(g: dict, rows, rec, path: Path) -> list:
     """Time to target relative to plain SGD at the same R (lower is better); text: the speed-up."""
     import numpy as np
 
-    from ..report import _plt, _title, save
+    from ..report import pyplot, save, title
 
-    plt = _plt()
+    plt = pyplot()
     Rs = [c["R"] for c in g["columns"]]
     names = [lv["name"] for lv in g["levels"]]
     M = np.full((len(names), len(Rs)), np.nan)
@@ -191,7 +191,7 @@ def heatmap(g: dict, rows, rec, path: Path) -> list:
     ax.set_facecolor("#888888")
     fig.colorbar(im, ax=ax, label="simulated time to target / plain SGD's")
     t = g["target"]
-    ax.set_title(_title(g["dataset"], g["model"], f"{g['lr']:g}",
+    ax.set_title(title(g["dataset"], g["model"], f"{g['lr']:g}",
                         f"speed-up over plain SGD to {t['metric']} {t['value']:g} (* = recommended)"))
     return save(fig, path)
 

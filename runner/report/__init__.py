@@ -6,14 +6,15 @@ The package, along its jobs:
 - ``tables``: pandas tables written as Markdown and CSV;
 - ``plots``: matplotlib figures;
 - ``verdict``: the verdict table generated from a YAML spec of claims;
-- ``cli``: the ``echo-report`` command (``main``).
+- ``cli``: the ``echo-report`` command (``runner.report.cli.main``; ``python -m runner.report``).
 
-Everything a caller used from the single module ``runner.report`` is importable from here.
+What another package uses (the advisor's heatmap, scripts/at_best_lr.py) is importable from here,
+under public names; the package does not load its command line.
 """
 from __future__ import annotations
 
-from .cli import main, parser
-from .plots import (COLOURS, XS, YS, _plt, _title, available, best_figs, claim_figs, clock_check_fig, colour,
+from .plots import _plt as pyplot, _title as title  # public: the advisor's heatmap and the scripts draw with them
+from .plots import (COLOURS, XS, YS, available, best_figs, claim_figs, clock_check_fig, colour,
                     curves_figs, ext, ideal, plot_methods, save)
 from .runs import (Run, ReportError, default_metric, find_runs, group, mode_of, reuses, series, target_of,
                    to_target)
@@ -21,7 +22,7 @@ from .stats import (Estimate, best_lr_at_equal_loads, bootstrap_interval, claim_
                     paired_difference, paired_ratio, t_interval)
 from .tables import lr_table, method_table, runs_frame, stats_frame, write_best_lr
 
-__all__ = ["main", "parser", "COLOURS", "XS", "YS", "_plt", "_title", "available", "best_figs", "claim_figs",
+__all__ = ["pyplot", "title", "COLOURS", "XS", "YS", "available", "best_figs", "claim_figs",
            "clock_check_fig", "colour", "curves_figs", "ext", "ideal", "plot_methods", "save", "Run",
            "ReportError", "default_metric", "find_runs", "group", "mode_of", "reuses", "series", "target_of",
            "to_target", "Estimate", "best_lr_at_equal_loads", "bootstrap_interval", "claim_points", "mean_band",
