@@ -4,9 +4,13 @@ is ready.
 
 Order. Endless epochs; epoch ``e`` is ``DistributedSampler(seed, rank, world, drop_last=True)`` with
 ``set_epoch(e)``, cut into batches of ``batch_size``, the last partial batch dropped. The batch
-sampler yields keys ``(epoch, index)``; each example is read and transformed with torch's generator
-seeded by a hash of (seed, epoch, index) (inside one ``torch.random.fork_rng`` per batch), so a view
-never depends on the number of workers, on timing or on a resume.
+sampler yields keys ``(epoch, index)``; when there is a transform, each example is read and
+transformed with the three global generators a transform draws from - torch's, Python's ``random``
+and NumPy's legacy ``np.random`` - seeded from a hash of (seed, epoch, index) (their states saved
+before the batch and restored after it, as ``torch.random.fork_rng`` does for torch's), so a view never
+depends on the number of workers, on timing or on a resume. Not seeded: a generator of the user's
+own (``np.random.default_rng()``, a ``torch.Generator``) that the data set or transform keeps, and
+CUDA's generator (transforms run on the CPU, in the workers).
 
 Checkpoint. The position ``(epoch, pos)`` of the next batch the TRAINER takes, counted as it takes
 them. It is exact because it is the only state there is: the order is a function of (seed, epoch),
@@ -36,14 +40,16 @@ import logging
 import math
 import pickle
 import queue
+import random
 import struct
 import threading
 import time
 import traceback
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, List, Optional, Sequence
 
+import numpy as np
 import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset, get_worker_info
@@ -208,15 +214,28 @@ class _WorkerError:
 def _picklable(e: BaseException) -> bool:
     try:
         clone = pickle.loads(pickle.dumps(e))
-    except Exception:
+    # pickle's own error, and what an exception class whose __init__ does not take its args raises
+    # when it is rebuilt (TypeError), or an attribute that cannot be pickled (AttributeError...).
+    except (pickle.PickleError, TypeError, AttributeError, ValueError, RuntimeError):
         return False
     return type(clone) is type(e) and str(clone) == str(e)
 
 
+@contextmanager
+def _python_and_numpy_rng_kept():
+    """Python's and NumPy's global generators restored on exit, as ``fork_rng`` restores torch's."""
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
 class Examples(Dataset):
     """A data set whose keys are ``(epoch, index)`` (training) or ``index`` (evaluation): item
-    ``index`` of ``ds``, its input ``x`` through ``transform`` seeded by (seed, epoch, index), the
-    batch throttled. Runs in the workers."""
+    ``index`` of ``ds``, its input ``x`` through ``transform`` with torch's, Python's and NumPy's
+    global generators seeded by (seed, epoch, index), the batch throttled. Runs in the workers."""
 
     def __init__(self, ds: Dataset, transform: Optional[Callable] = None, seed: int = 0,
                  throttle: Optional[Throttle] = None):
@@ -232,7 +251,10 @@ class Examples(Dataset):
     def _view(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, key)
         # Seeded before the read too: a data set that draws its own random numbers is as reproducible.
-        torch.default_generator.manual_seed(example_seed(self.seed, epoch, i))
+        s = example_seed(self.seed, epoch, i)
+        torch.default_generator.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s >> 31)  # NumPy's legacy seed takes 32 bits: the hash's top ones
         item = self.ds[i]
         return (self.transform(item[0]), *item[1:])
 
@@ -242,9 +264,9 @@ class Examples(Dataset):
             if hasattr(self.ds, "__getitems__"):  # the data set's batched read
                 return self.ds.__getitems__(idx)
             return [self.ds[i] for i in idx]
-        # fork_rng: the trainer's (or worker's) own random stream is left where it was. Once a batch:
-        # saving and restoring the generator's state per example cost 4% of a decode-bound pipeline.
-        with torch.random.fork_rng(devices=[]):
+        # The trainer's (or worker's) own random streams are left where they were. Once a batch:
+        # saving and restoring torch's generator per example cost 4% of a decode-bound pipeline.
+        with torch.random.fork_rng(devices=[]), _python_and_numpy_rng_kept():
             return [self._view(k) for k in keys]
 
     def __getitems__(self, keys: Sequence):
@@ -254,7 +276,8 @@ class Examples(Dataset):
             if due is not None:
                 self.throttle.end(due)
             return out
-        except Exception as e:
+        # A DataLoader worker would re-raise any error of the data set or the transform as type(e)(its text).
+        except Exception as e:  # any error: carried to the trainer and raised there as itself, never swallowed
             info = get_worker_info()
             if info is None or not _picklable(e):  # in-process: it reaches the caller as itself
                 raise
@@ -385,7 +408,7 @@ class Source:
                 batch = self._adopt(*item)
             else:
                 batch = self._move(next(self._up), None)[0]
-        except Exception as e:
+        except Exception as e:  # any error: re-raised as itself, and kept so that the next call raises it too
             self._error = e  # a broken pipeline stays broken (no hang on the next call)
             raise
         finally:
@@ -467,7 +490,7 @@ class Source:
                 if stop.is_set():
                     return
                 q.put(self._move(batch, stream))
-        except BaseException as e:  # raised in the trainer's thread by __next__
+        except Exception as e:  # any error of the loader: raised as itself in the trainer's thread by __next__
             if not stop.is_set():
                 q.put(_Failed(e))
 

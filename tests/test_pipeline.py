@@ -121,6 +121,45 @@ def test_a_data_sets_own_random_draws_are_seeded_per_example_too():
     assert same(a, b)  # the read's noise as well as the view: a function of (seed, epoch, index)
 
 
+def three_generators(x: torch.Tensor) -> torch.Tensor:
+    """A user's transform that draws from torch's, Python's and NumPy's global generators (one each)."""
+    import random
+
+    import numpy as np
+
+    return x.float() + torch.rand(()) + random.random() + float(np.random.rand())
+
+
+@pytest.mark.timeout(60)
+def test_views_drawn_from_python_and_numpy_random_are_seeded_per_example_too():
+    import random
+
+    import numpy as np
+
+    ds = Images(40)  # batch 8: 5 batches per epoch; 7 batches cross an epoch boundary
+    random.seed(11)
+    np.random.seed(11)
+    py, npy = random.random(), np.random.rand()
+    random.seed(11)
+    np.random.seed(11)
+    a = take(build(ds, three_generators, batch_size=8, seed=1, workers=0), 7)
+    assert (random.random(), np.random.rand()) == (py, npy)  # the caller's streams did not move
+    kw = dict(batch_size=8, seed=1, workers=2, prefetch_factor=1)
+    two = build(ds, three_generators, **kw)
+    b = take(two, 3)
+    state = two.state_dict()
+    two.close()
+    resumed = build(ds, three_generators, **kw)
+    resumed.load_state_dict(state)
+    b += take(resumed, 4)
+    resumed.close()
+    assert same(a, b)  # 0 or 2 workers, unbroken or resumed: the same views
+    # Not vacuous: each example's three draws (the view less its pixels) differ between examples and epochs.
+    noise = {(e, int(i)): float(v[0, 0, 0] - ds.x[int(i)][0, 0, 0]) for e, bs in ((0, a[:5]), (1, a[5:]))
+             for xb, yb in bs for v, i in zip(xb, yb)}
+    assert len(set(noise.values())) == len(noise) == 56
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("world,rank", [(1, 0), (2, 1)])
 def test_batches_are_distributed_sampler_epochs(world, rank):
