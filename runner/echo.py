@@ -17,11 +17,13 @@ as deep as you like; the example dimension is the first dimension of every tenso
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import math
 import queue
 import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional
@@ -287,6 +289,7 @@ class _Prefetcher:
         self.thread = threading.Thread(target=_prefetch, args=(iter(loader), self.queue, self.stop, self.state),
                                        daemon=True, name="echo-loader-prefetch")
         self.thread.start()
+        _LIVE.add(self)
 
     def ready(self) -> bool:
         """A fresh batch (or the pass's end, or the loader's error) is waiting."""
@@ -304,8 +307,19 @@ class _Prefetcher:
 
     def close(self) -> None:
         self.stop.set()
-        if not sys.is_finalizing():  # at exit the daemon thread just ends with the interpreter
+        if not sys.is_finalizing():
             self.thread.join(self.JOIN_S)  # a batch still loading finishes first
+
+
+# A daemon thread still inside torch when the interpreter finalizes aborts the process ("terminate
+# called without an active exception"): stop every prefetch thread at exit, before that.
+_LIVE: "weakref.WeakSet[_Prefetcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for pre in list(_LIVE):
+        pre.close()
 
 
 def _counted(it: Iterator, cell: List[int]) -> Iterator:

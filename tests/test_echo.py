@@ -142,3 +142,53 @@ def test_state_dict_round_trip_continues_identically(policy, kw):
         sa, sb = a.next(i / 100), b.next(i / 100)
         assert (sa.fresh, sa.loaded, sa.p) == (sb.fresh, sb.loaded, sb.p)
         assert torch.equal(sa.batch[1], sb.batch[1])
+
+
+# -- batches of any structure: dicts and transformers' BatchEncoding (a Mapping, not a dict)
+def dict_batches(n_batches: int, batch: int = 4, kind=dict):
+    for b in range(n_batches):
+        ids = torch.arange(b * batch, (b + 1) * batch)
+        yield kind({"x": ids.float().unsqueeze(1).repeat(1, 3), "ids": ids})
+
+
+def test_batch_echoing_keeps_mapping_batches_and_counts_examples_not_keys():
+    s = EchoStream(dict_batches(6, batch=5), "batch", factor=2, seed=0)
+    steps = list(s)
+    assert len(steps) == 12 and [st.loaded for st in steps] == [5, 0] * 6  # len() of the dict would be 2
+    assert all(steps[i].batch is steps[i + 1].batch for i in range(0, 12, 2))
+
+
+def test_example_echoing_of_batch_encodings_repeats_every_example_and_keeps_the_type():
+    from transformers import BatchEncoding
+
+    s = EchoStream(dict_batches(20, batch=8, kind=BatchEncoding), "example", factor=3, buffer=32, seed=1)
+    steps = list(s)
+    assert all(type(st.batch) is BatchEncoding for st in steps)
+    seen = Counter(int(i) for st in steps for i in st.batch["ids"])
+    assert len(seen) == 160 and set(seen.values()) == {3}
+    # Fields stay aligned: every row of x belongs to the id beside it.
+    assert all(torch.equal(st.batch["x"][:, 0], st.batch["ids"].float()) for st in steps)
+    assert sum(st.loaded for st in steps) == 160
+
+
+def test_example_echoing_refuses_fields_that_are_not_tensors():
+    up = iter([{"x": torch.zeros(4, 1), "text": ["a", "b", "c", "d"]}])
+    with pytest.raises(TypeError, match="str values that are not tensors"):
+        EchoStream(up, "example", factor=2).next()
+
+
+def test_a_restored_batch_and_pool_go_through_transfer():
+    """Resuming on a GPU: the checkpoint holds CPU tensors and the pool must come back to the device
+    the batches train on. Here transfer converts to float64, standing in for the device."""
+    a = EchoStream(Upstream(), "example", factor=2, buffer=16, seed=0)
+    for _ in range(5):
+        a.next()
+    moved = []
+    transfer = lambda b: moved.append(b) or [t.double() for t in b]
+    b = EchoStream(Upstream(a.upstream.pos), "example", factor=2, buffer=16, seed=0, transfer=transfer)
+    b.load_state_dict(a.state_dict())
+    assert len(moved) == 2  # the held batch and the pool
+    assert all(t.dtype == torch.float64 for t in b.pool + b.current)
+    for _ in range(20):  # and it continues as the unbroken stream, the pool on the "device"
+        sa, sb = a.next(), b.next()
+        assert torch.equal(sa.batch[1].double(), sb.batch[1])
