@@ -11,7 +11,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from .schema import register, validate
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+def _conf_dir() -> str:
+    """The shipped configs: runner/conf/ in an installed package (pyproject.toml ships the repository's
+    top-level conf/ as the package ``runner.conf``), conf/ beside the package in a checkout, editable
+    install or not. Decided by the files beside this module, so that a second checkout run with another
+    checkout's editable install still reads its own conf/."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "conf", here.parent / "conf"):
+        if (d / "config.yaml").is_file():
+            return str(d)
+    raise RuntimeError(f"echo-run's configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} holds "
+                       "config.yaml. Reinstall echo-run (pip install echo-run, or pip install -e . in a checkout).")
+
+
+CONF_DIR = _conf_dir()
+# The user's own config groups and measured hardware profiles: conf/ under the working directory, on
+# Hydra's search path through conf/config.yaml's hydra.searchpath (after the shipped configs, so it adds
+# options and does not replace shipped ones). ``echo-advise measure`` writes its profiles there.
+USER_CONF_DIR = "conf"
 
 # Options that change how a run is watched or launched, not what it computes.
 _NOT_HASHED = ("resume", "logger", "name", "checkpoint")

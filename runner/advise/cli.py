@@ -33,7 +33,8 @@ launcher=torchrun launcher.nproc_per_node=2): the workload. `echo-advise COMMAND
 def _common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="echo-run overrides: the workload")
     ap.add_argument("--name", default=prof.DEFAULT_NAME,
-                    help="the profile's name: conf/hardware/NAME.yaml, selected as hardware=NAME (default: %(default)s)")
+                    help="the profile's name: conf/hardware/NAME.yaml under the working directory, selected as "
+                         "hardware=NAME by runs started there (default: %(default)s)")
     ap.add_argument("--profile-dir", default=None, metavar="DIR",
                     help="write/read the profile as DIR/hardware/NAME.yaml instead (runs then add "
                          "hydra.searchpath=[file://DIR])")

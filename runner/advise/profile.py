@@ -1,9 +1,11 @@
 """The measured hardware profile: where it lives, how it is written and found, and which workload
 it belongs to.
 
-``echo-advise measure`` writes ``conf/hardware/<name>.yaml`` (``measured`` by default; git-ignored),
-so that any later run selects it as ``hardware=measured``. With ``--profile-dir DIR`` it writes
-``DIR/hardware/<name>.yaml`` instead, selected with ``hydra.searchpath=[file://DIR] hardware=<name>``.
+``echo-advise measure`` writes ``conf/hardware/<name>.yaml`` under the working directory (``measured``
+by default; git-ignored in a checkout), never into the installed package: that conf/ is on Hydra's search
+path (``runner.config.USER_CONF_DIR``), so any later run from the same directory selects it as
+``hardware=measured``. With ``--profile-dir DIR`` it writes ``DIR/hardware/<name>.yaml`` instead,
+selected with ``hydra.searchpath=[file://DIR] hardware=<name>``.
 Its numbers are the simulated clock's (``runner.simclock``); ``info`` says where they came from:
 the machine, the workload, the date, the command and the spread of every measurement.
 
@@ -19,7 +21,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR
+from ..config import CONF_DIR, USER_CONF_DIR
 from ..errors import ConfigError
 # The workload key, hash and stamp check live below the schema (which checks the stamp); named here too
 # for the advisor's callers.
@@ -29,7 +31,9 @@ DEFAULT_NAME = "measured"
 
 
 def path(name: str = DEFAULT_NAME, directory: Optional[str] = None) -> Path:
-    base = Path(directory).expanduser() if directory else Path(CONF_DIR)
+    """Where the profile ``name`` is written and read: DIR/hardware/ with --profile-dir, else conf/hardware/
+    under the working directory (resolved now: the directory the command runs in)."""
+    base = Path(directory).expanduser() if directory else Path.cwd() / USER_CONF_DIR
     return base / "hardware" / f"{name}.yaml"
 
 
@@ -44,13 +48,15 @@ def missing(name: str = DEFAULT_NAME, directory: Optional[str] = None) -> str:
 
 def missing_selected(argv) -> Optional[str]:
     """For echo-run's command line: the paragraph of ``missing`` when it selects ``hardware=NAME`` and no
-    conf/hardware/NAME.yaml exists (None otherwise, and when a hydra.searchpath may hold it elsewhere)."""
+    NAME.yaml is shipped or under ./conf/hardware/ (None otherwise, and when a hydra.searchpath or a
+    --config-dir may hold it elsewhere)."""
     args = list(argv)
-    if any(a.startswith("hydra.searchpath") for a in args):
+    if any(a.startswith(("hydra.searchpath", "--config-dir", "-cd")) for a in args):
         return None
     for a in args:
         key, _, val = a.partition("=")
-        if key == "hardware" and val and "," not in val and not path(val).is_file():
+        shipped = Path(CONF_DIR) / "hardware" / f"{val}.yaml"
+        if key == "hardware" and val and "," not in val and not shipped.is_file() and not path(val).is_file():
             return missing(val)
     return None
 
