@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -29,6 +30,9 @@ CONF_DIR = _conf_dir()
 # Hydra's search path through conf/config.yaml's hydra.searchpath (after the shipped configs, so it adds
 # options and does not replace shipped ones). ``echo-advise measure`` writes its profiles there.
 USER_CONF_DIR = "conf"
+# Most working directories have no conf/: that is the usual case, not a warning (Hydra warns about every
+# search path entry that is not a directory; a missing one given on the command line still warns).
+warnings.filterwarnings("ignore", message=rf"provider=hydra\.searchpath in main, path={USER_CONF_DIR} is not available")
 
 # Options that change how a run is watched or launched, not what it computes.
 _NOT_HASHED = ("resume", "logger", "name", "checkpoint")
