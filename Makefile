@@ -32,14 +32,16 @@ test-fast: $(VENV_STAMP)  ## the tests in this process only (no torchrun, sweeps
 
 # ---- figures: `make figures` runs what is missing (a finished run is never re-run) and redraws ----
 # One figure per question (README, "Results"), each method at its own best learning rate: the best
-# mean over seeds of the metric at equal example loads, the verdict table's rule, from a grid of 5
-# rates x 3 seeds (where a figure uses one fixed rate, the comment there says why).
+# mean over the tuning seeds of the metric at equal example loads, the verdict table's rule, from a
+# grid of 5 rates x 5 seeds (2 tuning, 3 measuring; where a figure uses one fixed rate, the comment
+# there says why).
 #   SCALE=small (default): Fashion-MNIST (offline from /usr/share/datasets/fashion-mnist), SmallCNN
-#     width 8, on this machine's CPUs; about 6,200 CPU-seconds (pilots under a load of 2 from other
-#     jobs), 50-55 minutes on 2 cores with -j2.
+#     width 8, on this machine's CPUs. Three seeds took about 6,200 CPU-seconds (50-55 minutes on 2
+#     cores with -j2); five seeds, the modern models' grids and dp_equal_steps/ take about 2.5 times
+#     that (an estimate, not yet measured).
 #     Figures and tables: results/figures/ (committed).
 #   SCALE=tiny: the same figures on the embedded digits (augmentation: a 4,096-image slice of
-#     Fashion-MNIST), 2 rates x 2 seeds, for a quick look: about 5 minutes, results/tiny/figures/.
+#     Fashion-MNIST), 2 rates x 5 seeds, for a quick look, results/tiny/figures/.
 #   SCALE=paper: CIFAR-10 / ResNet-18 (MobileNetV3 on CIFAR-10, GPT-2 on WikiText-2) at 30 epochs,
 #     on a GPU machine with the data: results/figures/paper/.
 # The venv is an order-only prerequisite: an edited pyproject.toml does not reinstall in the middle
@@ -47,7 +49,13 @@ test-fast: $(VENV_STAMP)  ## the tests in this process only (no torchrun, sweeps
 # Runs go to results/$(SCALE)/<figure>/<swept overrides>/; after changing a figure's fixed settings
 # below, delete results/$(SCALE)/<figure>/ (echo-run refuses a directory that holds another config).
 .PHONY: figures verdict fig-speedup fig-schedules fig-augment fig-dp fig-modern fig-advisor fig-paper
-FIG_SEEDS := 0,1,2
+# No winner's curse: each method's best rate is chosen on the tuning seeds and its effect measured on
+# the measuring seeds at that rate (scripts/claims.yaml's tuning_seeds and measuring_seeds, the same
+# lists; tests/test_claims_rows.py checks them against `make -n`). Every rate runs every seed, so the
+# same-rate rows (lr: same) are measured on all five.
+FIG_TUNE_SEEDS := 0,1
+FIG_MEASURE_SEEDS := 2,3,4
+FIG_SEEDS := $(FIG_TUNE_SEEDS),$(FIG_MEASURE_SEEDS)
 ifeq ($(SCALE),paper)
 FIG_RUNS := results/paper
 FIG_OUT := results/figures/paper
@@ -62,8 +70,12 @@ FIG_SCHED_SET := budget.example_loads=1500000 eval.every_loads=50000
 FIG_LRS := 0.025,0.05,0.1,0.2,0.4
 FIG_AUG_DATA := $(FIG_DATA) $(FIG_HW)
 FIG_AUG_SET := data.augment=true budget.example_loads=1500000 eval.every_loads=50000
-FIG_DP_SET := launcher=torchrun launcher.nproc_per_node=4 data.batch_size=128 hardware=cluster_ethernet budget.example_loads=1500000 eval.every_loads=50000
+FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=4 data.batch_size=128 hardware=cluster_ethernet
+FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=1500000 eval.every_loads=50000
 FIG_DP_LR := 0.1
+FIG_DP_LRS := 0.025,0.05,0.1,0.2,0.4
+FIG_DP_STEPS := 2930
+FIG_DP_STEPS_EVAL := eval.every_loads=500000
 FIG_GA_LRS := 0.1,0.2,0.4,0.8,1.6
 FIG_MOB_SET := dataset=cifar10 model=mobilenet_v3_small hardware=gpu_network_storage target.value=0.8 budget.example_loads=1500000 eval.every_loads=50000
 FIG_MOB_LRS := 0.025,0.05,0.1,0.2,0.4
@@ -74,7 +86,6 @@ FIG_PRESETS := fig3_schedules fig4_cifar10_lr fig5_cifar100_lr fig6_data_paralle
 else ifeq ($(SCALE),tiny)
 FIG_RUNS := results/tiny
 FIG_OUT := results/tiny/figures
-FIG_SEEDS := 0,1
 FIG_THREADS := train.threads=1
 FIG_DATA := dataset=digits
 FIG_HW := hardware=ratio hardware.ratio=4
@@ -86,8 +97,12 @@ FIG_SCHED_SET := budget.example_loads=1437 eval.every_loads=160
 FIG_LRS := 0.05,0.1
 FIG_AUG_DATA := dataset=fashion_mnist model.width=8 data.max_train_examples=4096 data.max_test_examples=500 target.value=0.7 $(FIG_HW)
 FIG_AUG_SET := data.augment=true budget.example_loads=2048 eval.every_loads=512
-FIG_DP_SET := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=16 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8 budget.example_loads=1437 eval.every_loads=479
+FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=16 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
+FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=1437 eval.every_loads=479
 FIG_DP_LR := 0.05
+FIG_DP_LRS := 0.05,0.2
+FIG_DP_STEPS := 45
+FIG_DP_STEPS_EVAL := eval.every_loads=1440
 FIG_GA_LRS := 0.05,0.2
 FIG_MOB_SET := dataset=digits model=mobilenet_v3_small $(FIG_HW) budget.example_loads=480 eval.every_loads=160
 FIG_MOB_LRS := 0.05
@@ -130,21 +145,32 @@ FIG_AUG_SET := data.augment=true budget.example_loads=10240 eval.every_loads=204
 # CPU-seconds to start, so 5 rates x 3 seeds x 8 strategies would be 120 jobs; 0.05 is the
 # single-process SGD rate of the pilots. grad_accum (k = 4: a 4x larger batch per optimizer step)
 # gets its own 5 rates, as the reviewers asked.
-FIG_DP_SET := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=32 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8 budget.example_loads=12800 eval.every_loads=1600
+FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=32 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
+FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=12800 eval.every_loads=1600
 FIG_DP_LR := 0.05
+# Reviewer 1's comparison at equal optimizer steps (dp_equal_steps/): all-reduce DDP for 200 steps
+# (12,800 loads, as above) against grad_accum (k = 4) for 800 micro-steps, i.e. 200 optimizer steps on
+# 51,200 loads, each over its own 5 rates.
+FIG_DP_LRS := 0.0125,0.025,0.05,0.1,0.2
+FIG_DP_STEPS := 200
+FIG_DP_STEPS_EVAL := eval.every_loads=6400
 FIG_GA_LRS := 0.05,0.1,0.2,0.4,0.8
 # MobileNetV3-Small costs ~0.45 s per batch of 64 on one core (20x the SmallCNN): 200 fresh batches
 # of 32 (6,400 loads; after 100 steps of 64 its BatchNorm statistics, momentum 0.01, had not
 # settled and SGD tested at chance), one rate (0.05), 3 seeds; GPT-2 tiny on Python's docs, AdamW
 # at 3e-3 (pilot: perplexity 139 after 200 steps), 200 fresh batches of 16 blocks.
 FIG_MOB_SET := dataset=fashion_mnist model=mobilenet_v3_small data.batch_size=32 data.max_test_examples=1000 eval.batch_size=500 hardware=ratio hardware.ratio=4 target.value=0.7 budget.example_loads=6400 eval.every_loads=3200
-FIG_MOB_LRS := 0.05
+# Three rates each (a 5 x 5 grid of MobileNet runs would cost about 2 CPU-hours); the verdict says
+# "not informative" when a method's best rate is at the grid's edge.
+FIG_MOB_LRS := 0.025,0.05,0.1
 FIG_LM_SET := dataset=python_docs optim=adamw data.max_test_examples=256 hardware=ratio hardware.ratio=4 budget.example_loads=3200 eval.every_loads=400
-FIG_LM_LRS := 0.003
+FIG_LM_LRS := 0.001,0.003,0.01
 FIG_YLIM := --ylim 0.5 0.9
 FIG_PRESETS := fig3_schedules_smoke fig4_cifar10_lr_smoke fig5_cifar100_lr_smoke fig6_data_parallel_smoke fig7_gpt2_wikitext2_smoke mobilenet_v3_smoke
 endif
 FIG_SCHED_LRS ?= $(FIG_LRS)
+FIG_GA_STEPS = $(shell echo $$((4 * $(FIG_DP_STEPS))))
+FIG_PICK := --tuning-seeds $(FIG_TUNE_SEEDS) --measuring-seeds $(FIG_MEASURE_SEEDS)
 # A multirun whose job directories are named by the swept overrides (optim.lr=0.05,schedule=none,
 # seed=0), so that a finished job is found again and skipped; the settings fixed for a figure are
 # left out of the name. Exit status 1 (a run diverged, which the figures show) does not stop make.
@@ -177,8 +203,8 @@ runs-speedup-8: | $(VENV_STAMP)
 runs-speedup-16: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r16 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=constant schedule.p=0.0625 optim.lr=$(FIG_LRS_16) seed=$(FIG_SEEDS) $(FIG_OK)
 fig-speedup: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8 runs-speedup-16  ## fig. 1: loads, steps, sim and wall time to target vs 1/p at each level's best rate, beside the ideal
-	$(BEST) speedup $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup
-	$(REPORT) stats $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup_stats
+	$(BEST) speedup $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup $(FIG_PICK)
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup_stats
 
 # Figures 2 and 3 share their runs: the paper's schedules at equal example loads, each at its best
 # rate against loads (2), and against loads, steps, epochs, wall-clock and simulated time (3).
@@ -187,8 +213,8 @@ runs-schedules: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/schedules $(FIG_DATA) $(FIG_HW) $(FIG_SCHED_SET) schedule=none,constant,cosine,linear,step optim.lr=$(FIG_SCHED_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 fig-schedules: runs-schedules  ## figs. 2-3: none/constant/cosine/linear/step at equal loads, at their best rates, on every clock
 	$(REPORT) best-lr $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules $(FIG_YLIM)
-	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/clocks --x example_loads step epoch wall_s sim_s $(FIG_YLIM)
-	$(REPORT) stats $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules_stats
+	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/clocks $(FIG_PICK) --x example_loads step epoch wall_s sim_s $(FIG_YLIM)
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules_stats
 
 # Figure 4: echoing before or after augmentation (Choi et al.): 4 reuses per fresh batch (p = 1/4)
 # with the echoed batch re-cropped and re-flipped (data.augment_on_echo=true) or not, and SGD.
@@ -197,27 +223,31 @@ runs-augment: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/augment $(FIG_AUG_DATA) $(FIG_AUG_SET) schedule=none optim.lr=$(FIG_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/augment $(FIG_AUG_DATA) $(FIG_AUG_SET) schedule=constant schedule.p=0.25 data.augment_on_echo=false,true optim.lr=$(FIG_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 fig-augment: runs-augment  ## fig. 4: echoing with and without re-augmenting the echoed batch, at their best rates
-	$(BEST) curves $(FIG_RUNS)/augment --out $(FIG_OUT)/augment --x example_loads step $(FIG_YLIM)
-	$(REPORT) stats $(FIG_RUNS)/augment --out $(FIG_OUT)/augment_stats
+	$(BEST) curves $(FIG_RUNS)/augment --out $(FIG_OUT)/augment $(FIG_PICK) --x example_loads step $(FIG_YLIM)
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/augment --out $(FIG_OUT)/augment_stats
 
 # Figure 5: Algorithm 2 with 2 ranks (torchrun): allreduce, periodic (H = 4) and grad_accum (k = 4)
 # SGD, on_load and probabilistic averaging with p = 1/2 echoing, and DiLoCo's outer Nesterov step
 # on periodic, on_load and probabilistic averaging (the same rounds as plain averaging; in diloco/,
 # beside data_parallel/, so that the figure of Algorithm 2 stays apart).
-.PHONY: runs-dp runs-dp-diloco
+.PHONY: runs-dp runs-dp-diloco runs-dp-steps
 runs-dp: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=allreduce,periodic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load,probabilistic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load,probabilistic,allreduce optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=grad_accum optim.lr=$(FIG_GA_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
+runs-dp-steps: | $(VENV_STAMP)  # reviewer 1: grad_accum against all-reduce DDP at equal optimizer steps
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp_equal_steps $(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_DP_STEPS) schedule=none comm=allreduce optim.lr=$(FIG_DP_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp_equal_steps $(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_GA_STEPS) schedule=none comm=grad_accum optim.lr=$(FIG_GA_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 runs-dp-diloco: | $(VENV_STAMP)  # one comm per sweep: comm.outer_optim exists only in these strategies' configs
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=none comm=periodic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=constant comm=on_load optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=constant comm=probabilistic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-fig-dp: runs-dp runs-dp-diloco  ## fig. 5: data parallel (2 ranks): accuracy vs loads, communication rounds and bytes; DiLoCo
-	$(BEST) curves $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp --x example_loads comm_rounds comm_bytes sim_s $(FIG_YLIM)
-	$(BEST) curves $(FIG_RUNS)/data_parallel $(FIG_RUNS)/diloco --out $(FIG_OUT)/diloco --x example_loads comm_rounds $(FIG_YLIM)
+fig-dp: runs-dp runs-dp-diloco runs-dp-steps  ## fig. 5: data parallel (2 ranks): accuracy vs loads, communication rounds and bytes; DiLoCo
+	$(BEST) curves $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp $(FIG_PICK) --x example_loads comm_rounds comm_bytes sim_s $(FIG_YLIM)
+	$(BEST) curves $(FIG_RUNS)/data_parallel $(FIG_RUNS)/diloco --out $(FIG_OUT)/diloco $(FIG_PICK) --x example_loads comm_rounds $(FIG_YLIM)
 	$(REPORT) dp $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp_table
-	$(REPORT) stats $(FIG_RUNS)/data_parallel --baseline sgd+allreduce --out $(FIG_OUT)/dp_stats
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/data_parallel --baseline sgd+allreduce --out $(FIG_OUT)/dp_stats
+	$(BEST) curves $(FIG_RUNS)/dp_equal_steps --out $(FIG_OUT)/dp_equal_steps --x step example_loads comm_rounds $(FIG_YLIM) $(FIG_PICK)
 
 # Figure 7: modern architectures, plain SGD (the optimizer's own steps, no echoing) against 4 reuses
 # per fresh batch (the level a loader at R = 4 allows for free) at equal loads.
@@ -228,10 +258,10 @@ runs-modern: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_lm $(FIG_LM_SET) schedule=none optim.lr=$(FIG_LM_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_lm $(FIG_LM_SET) schedule=constant schedule.p=0.25 optim.lr=$(FIG_LM_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 fig-modern: runs-modern  ## fig. 7: MobileNetV3-Small (Fashion-MNIST) and GPT-2 with AdamW (python_docs), SGD vs echoing
-	$(BEST) curves $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet --x example_loads step sim_s
-	$(BEST) curves $(FIG_RUNS)/modern_lm --out $(FIG_OUT)/modern_gpt2 --x example_loads step sim_s --metric test_ppl
-	$(REPORT) stats $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet_stats
-	$(REPORT) stats $(FIG_RUNS)/modern_lm --metric test_ppl --out $(FIG_OUT)/modern_gpt2_stats
+	$(BEST) curves $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet $(FIG_PICK) --x example_loads step sim_s
+	$(BEST) curves $(FIG_RUNS)/modern_lm --out $(FIG_OUT)/modern_gpt2 $(FIG_PICK) --x example_loads step sim_s --metric test_ppl
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet_stats
+	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/modern_lm --metric test_ppl --out $(FIG_OUT)/modern_gpt2_stats
 
 # Figure 6: loader speed to echo level, from the advisor (`make advise-grid`: measure this machine,
 # the R x echo level grid on the simulated clock, and `make advise`'s recommendation confirmed on

@@ -12,8 +12,11 @@ largest example-load count that every run of the method reached). Reads run dire
   1/p, mean with a 95 % t interval over seeds, beside the ideal (loads / (1/p), steps unchanged),
   and the paired speed-up in loads over SGD (seeds matched) against the ideal y = 1/p.
 
-Both write STEM.md (the rate each method got, the grid it came from, ``edge`` when the best is the
-smallest or largest rate tried: widen the grid) and STEM.csv beside the figures (PNG and PDF).
+With ``--tuning-seeds`` and ``--measuring-seeds`` (the Makefile passes both), each rate is chosen
+on the tuning seeds and the figure shows the measuring seeds at that rate, so that the luck that
+picked a rate does not also measure it; the table's columns ``chosen on seeds`` and ``measured on
+seeds`` say which. Both write STEM.md (the rate each method got, the grid it came from, ``edge`` when
+the best is the smallest or largest rate tried: widen the grid) and STEM.csv beside the figures.
 """
 from __future__ import annotations
 
@@ -35,19 +38,26 @@ from runner.report.tables import markdown
 CLOCKS = ("example_loads", "step", "sim_s", "wall_s")
 
 
-def pick(runs, metric: str, key: str = "label") -> dict:
-    """{label: (best lr, [its runs], row for the table)} per method (or reuse level)."""
+def pick(runs, metric: str, key: str = "label", tuning=None, measuring=None) -> dict:
+    """{label: (best lr, [its runs], row for the table)} per method (or reuse level): the rate chosen
+    on the ``tuning`` seeds (all seeds when None), the runs at that rate of the ``measuring`` seeds."""
     out = {}
     for (k,), rs in group(runs, key).items():
-        b = best_lr_at_equal_loads(rs, metric, mode_of(metric))
+        b = best_lr_at_equal_loads(rs, metric, mode_of(metric), seeds=tuning)
         grid = sorted({r.lr for r in rs})
         row = {"method": rs[0].label if key != "label" else k, "grid": ", ".join(f"{x:g}" for x in grid),
-               "seeds": len({r.seed for r in rs})}
+               "seeds": len({r.seed for r in rs}),
+               "chosen on seeds": _seed_text(tuning, rs), "measured on seeds": _seed_text(measuring, rs)}
         if b is None:
             row.update({"best lr": "none eligible (a seed diverged or did not finish at every rate)"})
             out[k] = (None, [], row)
             continue
-        edge = len(grid) >= 3 and b["lr"] in (grid[0], grid[-1])
+        edge = b["edge"]
+        measured = [r for r in rs if r.lr == b["lr"] and (measuring is None or r.seed in measuring)]
+        if not measured:
+            row.update({"best lr": f"{b['lr']:g}, no run of the measuring seeds there"})
+            out[k] = (None, [], row)
+            continue
         # Runs that stop at the target are ranked by their mean loads to it (a miss counts as infinite).
         score = ("mean example loads to target" if b["loads"] is None
                  else f"mean {metric} at {b['loads']:g} loads (equal loads)")
@@ -57,15 +67,27 @@ def pick(runs, metric: str, key: str = "label") -> dict:
         if edge:
             print(f"at_best_lr: warning: {row['method']}'s best rate {b['lr']:g} is at the edge of its grid "
                   f"({row['grid']}): a wider grid may find a better one", file=sys.stderr)
-        out[k] = (b["lr"], [r for r in rs if r.lr == b["lr"]], row)
+        out[k] = (b["lr"], measured, row)
     return out
 
 
-def curves(runs, xs, metric: str, out: Path, ylim) -> tuple:
+def _seed_text(seeds, runs) -> str:
+    return ", ".join(map(str, sorted(seeds if seeds is not None else {r.seed for r in runs})))
+
+
+def seed_list(text: str) -> list:
+    """'0,1' -> [0, 1] (the Makefile's seed lists)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds, e.g. 0,1") from None
+
+
+def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None) -> tuple:
     figs, rows = [], []
     combos = group(runs, "dataset", "model", "budget")
     for (dataset, model, budget), rs in combos.items():
-        chosen = pick(rs, metric)
+        chosen = pick(rs, metric, tuning=tuning, measuring=measuring)
         by_label = {k: v[1] for k, v in chosen.items() if v[0] is not None}
         labels = {k: f"{k}, lr {v[0]:g}" for k, v in chosen.items() if v[0] is not None}
         rows += [{"dataset": dataset, "model": model, "budget": budget, **v[2]} for v in chosen.values()]
@@ -80,10 +102,11 @@ def curves(runs, xs, metric: str, out: Path, ylim) -> tuple:
             plots.plot_methods(ax, by_label, x, metric, labels, ylim)
         for ax in list(axes.flat)[len(axes_x):]:
             ax.set_visible(False)
-        axes[0][0].legend(loc="best", frameon=False)
-        lrs = ", ".join(f"{k} {v[0]:g}" for k, v in chosen.items() if v[0] is not None)
-        fig.suptitle(title(dataset, model, f"best per method: {lrs}", "mean over seeds, band: min to max"))
+        seeds = f"measuring seeds {_seed_text(measuring, rs)}" + (f", rates chosen on {_seed_text(tuning, rs)}"
+                                                                    if tuning is not None else "")
+        fig.suptitle(title(dataset, model, "each method at its best (legend)", f"mean over {seeds}; band: min to max"))
         fig.tight_layout()
+        plots.legend_below(fig, axes[0][0])
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
     if not figs:
         raise ReportError(f"no method with an eligible learning rate records {metric} against {', '.join(xs)} "
@@ -91,7 +114,7 @@ def curves(runs, xs, metric: str, out: Path, ylim) -> tuple:
     return figs, pd.DataFrame(rows)
 
 
-def speedup(runs, metric: str, out: Path) -> tuple:
+def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
     runs = [r for r in runs if r.reuse is not None]
     if len({r.reuse for r in runs}) < 2 or 1.0 not in {r.reuse for r in runs}:
         raise ReportError("the speed-up figure needs SGD (schedule=none or constant p=1) and at least one "
@@ -103,7 +126,7 @@ def speedup(runs, metric: str, out: Path) -> tuple:
     tgt = target_of(runs)
     if tgt is None:
         raise ReportError("the runs have no target (target.value): the speed-up figure reads time to target.")
-    chosen = pick(runs, metric, key="reuse")
+    chosen = pick(runs, metric, key="reuse", tuning=tuning, measuring=measuring)
     base = chosen[1.0][1]
     pts, rows = [], []
     for reuse, (lr, rs, row) in chosen.items():
@@ -144,19 +167,23 @@ def speedup(runs, metric: str, out: Path) -> tuple:
     ideal_what = {"example_loads": "ideal: loads / (1/p)", "step": "ideal: SGD's steps",
                   "sim_s": f"ideal: max(loading, steps) on the {hw.get('name')} profile", "speedup": "ideal: y = 1/p"}
     for ax, k in zip(axes.flat, keys + ["speedup"]):
+        # The bars are the verdict's intervals: a t interval over the measuring seeds (of the log ratios
+        # for the speed-up); a level without one (one seed) has no bar.
         y = df[k].to_numpy(float)
-        lo, hi = df[f"{k}_min"].to_numpy(float), df[f"{k}_max"].to_numpy(float)
+        lo, hi = df[f"{k}_lo"].to_numpy(float), df[f"{k}_hi"].to_numpy(float)
         ok = np.isfinite(y)
-        err = np.clip(np.vstack([y - lo, hi - y]), 0, None)  # the geometric mean can sit a rounding below the min
+        err = np.nan_to_num(np.clip(np.vstack([y - lo, hi - y]), 0, None))
         ax.errorbar(r[ok], y[ok], yerr=err[:, ok], fmt="o-", color=c, capsize=3)
+        hi = np.where(np.isfinite(hi), hi, y)
+        lo = np.where(np.isfinite(lo), lo, y)
         if (~ok).any():
-            top = np.nanmax(hi) * 1.3 if ok.any() else 1.0
+            top = np.nanmax(hi) * 1.3 if np.isfinite(hi).any() else 1.0
             ax.plot(r[~ok], np.full((~ok).sum(), top), "x", color="#d62728", ms=9)
         if k == "speedup":
             ideal_y = r
             ax.set_ylabel("speed-up in loads vs SGD")
             ax.set_yscale("log", base=2)
-            span = np.concatenate([r, hi[np.isfinite(hi)], lo[np.isfinite(lo)]])
+            span = np.concatenate([r, hi[np.isfinite(hi)], lo[np.isfinite(lo) & (lo > 0)]])
             ticks = [2.0 ** e for e in range(int(np.floor(np.log2(span.min()))), int(np.ceil(np.log2(span.max()))) + 1)]
             ax.yaxis.set_major_locator(FixedLocator(ticks))
         else:
@@ -174,17 +201,20 @@ def speedup(runs, metric: str, out: Path) -> tuple:
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("expected reuses per fresh batch (1/p)")
         ax.grid(alpha=0.3, which="both")
+        plots.fit_ylim(ax)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.legend(handles=[Line2D([], [], color=c, marker="o", label="measured at each level's best lr: mean, bars min to max over seeds"),
-                        Line2D([], [], color="#000000", ls="--", label="ideal (every echo step worth a fresh one)"),
-                        Line2D([], [], color="#d62728", marker="x", ls="", label="target not reached by every seed")],
-               loc="lower center", ncol=3, frameon=False, fontsize=10)
+    seeds = f"measuring seeds {_seed_text(measuring, runs)}"
     (dataset, model, budget), = combos
     lrs = ", ".join(f"{q['reuse']:g}: {q['lr']:g}" for q in pts if q["lr"] is not None)
     fig.suptitle(title(dataset, model, f"best per level (1/p: lr) {lrs}",
-                              f"target {tgt['metric']} {'≥' if tgt['mode'] == 'max' else '≤'} {tgt['value']:g}"))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+                       f"target {tgt['metric']} {'≥' if tgt['mode'] == 'max' else '≤'} {tgt['value']:g}"))
+    fig.tight_layout()
+    fig.legend(handles=[Line2D([], [], color=c, marker="o",
+                               label=f"each level at its best lr: mean over {seeds}, bars: the verdict's 95% t interval"),
+                        Line2D([], [], color="#000000", ls="--", label="ideal (every echo step worth a fresh one)"),
+                        Line2D([], [], color="#d62728", marker="x", ls="", label="target not reached by every seed")],
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False, fontsize=10)
     return [(fig, out)], pd.DataFrame(rows), df
 
 
@@ -197,28 +227,34 @@ def main(argv=None) -> int:
     ap.add_argument("--x", nargs="+", default=["example_loads", "step", "epoch", "wall_s", "sim_s"],
                     choices=list(plots.XS))
     ap.add_argument("--metric", help="test_acc | test_ppl | ... (default: by task)")
-    ap.add_argument("--ylim", nargs=2, type=float)
+    ap.add_argument("--ylim", nargs=2, type=float, help="a wished y range, widened to hold every plotted value")
+    ap.add_argument("--tuning-seeds", type=seed_list, metavar="S,S", help="choose each rate on these seeds (default: all)")
+    ap.add_argument("--measuring-seeds", type=seed_list, metavar="S,S",
+                    help="show and measure these seeds at the chosen rate (default: all)")
     a = ap.parse_args(argv)
+    pick_seeds = {"tuning": a.tuning_seeds, "measuring": a.measuring_seeds}
     try:
         runs = find_runs(a.dirs)
         metric = a.metric or default_metric(runs)
         out = Path(a.out)
         if a.what == "curves":
-            figs, table = curves(runs, a.x, metric, out, a.ylim)
+            figs, table = curves(runs, a.x, metric, out, a.ylim, **pick_seeds)
             points = None
         else:
-            figs, table, points = speedup(runs, metric, out)
+            figs, table, points = speedup(runs, metric, out, **pick_seeds)
     except ReportError as e:
         print(f"at_best_lr: error: {e}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = ["Each method at its own best learning rate: the best mean over seeds of "
+    md = ["Each method at its own best learning rate: the best mean over the tuning seeds (column `chosen on "
+          "seeds`; the figure and the intervals show the `measured on seeds` at that rate) of "
           f"`{metric}` at the largest example-load count every run of the method reached, or, for runs "
           "that stop at the target, the least mean example loads to it (`runner.report.stats."
           "best_lr_at_equal_loads`, the verdict table's rule; column `ranked by`).", "", markdown(table.astype(str))]
     if points is not None:
         cols = ["reuse", "method", "lr", "seeds"] + [c for k in CLOCKS + ("speedup",) for c in (k, f"{k}_lo", f"{k}_hi")]
-        md += ["", "Per level (mean and 95% t interval over seeds; speed-up paired with SGD by seed):", "",
+        md += ["", "Per level (mean and 95% t interval over the measuring seeds, the figure's bars; speed-up paired "
+               "with SGD by seed):", "",
                markdown(points[cols].map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)))]
         points.to_csv(plots.ext(out, ".csv"), index=False)
     else:

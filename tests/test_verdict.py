@@ -102,10 +102,12 @@ def make_runs(root: Path) -> Path:
     for s in range(3):
         write_run(m / f"sgd-0.05-{s}", "sgd", seed=s, T=SGD_T[s], final=SGD_FINAL[s])
         write_run(m / f"sgd-0.5-{s}", "sgd", seed=s, lr=0.5, T=1500 + 100 * s, final=0.91 + 0.005 * s)
+        write_run(m / f"sgd-0.01-{s}", "sgd", seed=s, lr=0.01, T=1900, final=0.9)  # 0.05 is inside the grid
         # cosine: lr 0.05 ends higher at 2000 loads, but lr 0.1 stopped at 1900 (its budget ran out
         # first) and is better there: at equal loads (1900) the best lr is 0.1.
         write_run(m / f"cosine-0.05-{s}", "cosine", seed=s, T=600, final=0.95)
         write_run(m / f"cosine-0.1-{s}", "cosine", seed=s, lr=0.1, T=COSINE_T[s], final=0.93, end=1900)
+        write_run(m / f"cosine-0.2-{s}", "cosine", seed=s, lr=0.2, T=1500, final=0.9)
         write_run(m / f"linear-{s}", "linear", seed=s, T=LINEAR_T[s], final=0.93)
         write_run(m / f"constant-{s}", "constant(p=0.5)", seed=s, T=SGD_T[s], final=CONSTANT_FINAL[s])
         write_run(m / f"step-{s}", "step", seed=s, T=STEP_T[s], final=0.93 if STEP_T[s] else 0.85)
@@ -134,6 +136,7 @@ claims:
     quantity: speedup
     of: example_loads
     method: linear
+    lr: 0.05
     holds_if: "> 1"
   - id: C3
     claim: Constant p = 0.5 ends with a higher test accuracy than SGD
@@ -142,6 +145,7 @@ claims:
     quantity: difference
     of: test_acc
     method: constant(p=0.5)
+    lr: 0.05
     holds_if: "> 0"
   - id: C4
     claim: Adaptive echoing reaches the target sooner in simulated time
@@ -150,6 +154,7 @@ claims:
     quantity: speedup
     of: sim_s
     method: adaptive
+    lr: same
     holds_if: "> 1"
     when: hardware.ratio
   - id: C5
@@ -184,8 +189,8 @@ def test_the_verdicts_are_the_known_answers(runs_dir, tmp_path):
     with open(tmp_path / "verdict.csv") as f:
         rows = list(csv.DictReader(f))
     by = {(r["id"], r["condition"]): r for r in rows}
-    assert sorted(by) == [("C1", ""), ("C2", ""), ("C3", ""), ("C4", "hardware.ratio=1"),
-                          ("C4", "hardware.ratio=4"), ("C5", "")]
+    assert sorted(by) == [("C1", ""), ("C2", ""), ("C3", ""), ("C4", "hardware.ratio=1, lr=0.05"),
+                          ("C4", "hardware.ratio=4, lr=0.05"), ("C5", "")]
 
     def check(row, want, verdict):
         assert [float(row[k]) for k in ("value", "lo", "hi")] == pytest.approx(want, rel=1e-9)
@@ -201,11 +206,13 @@ def test_the_verdicts_are_the_known_answers(runs_dir, tmp_path):
     check(by["C3", ""], [d.mean(), ci.low, ci.high], "inconclusive")
     for R, verdict in ((1.0, "inconclusive"), (4.0, "holds")):
         t_sgd, t_ad = SIM_T[R]
-        check(by["C4", f"hardware.ratio={R:g}"], log_ratio_interval(np.multiply(t_sgd, R), np.multiply(t_ad, R)),
+        check(by["C4", f"hardware.ratio={R:g}, lr=0.05"], log_ratio_interval(np.multiply(t_sgd, R), np.multiply(t_ad, R)),
               verdict)
     c5 = by["C5", ""]
     assert c5["verdict"] == "inconclusive" and c5["value"] == "" and c5["note"] == "not reached by 1 of 3 seeds (step)"
-    assert {r["claim_verdict"] for r in rows if r["id"] == "C4"} == {"holds only when hardware.ratio=4"}
+    assert {r["claim_verdict"] for r in rows if r["id"] == "C4"} == {"holds only when hardware.ratio=4, lr=0.05"}
+    # No tuning seeds in this spec: every seed chose and measured, and every row says its interval is over seeds.
+    assert {r["basis"] for r in rows} == {"seeds only"}
 
     # The Markdown table: one row per claim, in the spec's order, with the four columns.
     md = (tmp_path / "verdict.md").read_text()
@@ -214,11 +221,11 @@ def test_the_verdicts_are_the_known_answers(runs_dir, tmp_path):
     body = lines[2:]
     assert len(body) == 5
     assert [ln.rsplit("|", 2)[1].strip() for ln in body] == [
-        "holds", "does not hold", "inconclusive", "holds only when hardware.ratio=4", "inconclusive"]
+        "holds", "does not hold", "inconclusive", "holds only when hardware.ratio=4, lr=0.05", "inconclusive"]
     assert "**C1**" in body[0] and "[methods.png](results/figures/methods.png)" in body[0]
     ratio, lo, hi = log_ratio_interval(SGD_T, COSINE_T)
-    assert f"{ratio:#.3g}× [{lo:#.3g}, {hi:#.3g}] (n=3 seeds), lr 0.1 vs 0.05" in body[0]
-    assert "hardware.ratio=1: " in body[3] and "<br>hardware.ratio=4: " in body[3]
+    assert f"{ratio:#.3g}× [{lo:#.3g}, {hi:#.3g}] (n=3 seeds), interval over seeds only, lr 0.1 vs 0.05" in body[0]
+    assert "hardware.ratio=1, lr=0.05: " in body[3] and "<br>hardware.ratio=4, lr=0.05: " in body[3]
     assert "not reached by 1 of 3 seeds (step)" in body[4]
 
 
@@ -234,9 +241,8 @@ def test_a_bad_spec_is_one_paragraph_and_exit_2(runs_dir, tmp_path, capsys):
         "claims: []": "non-empty list under `claims:`",
         one(holds_if=None): "lacks holds_if",
         one(quantity="speed"): "quantity 'speed' is not one of",
-        one(holds_if="big"): "is not '> X' or '< X'",
-        one(runs="nowhere"): "no directory nowhere below",
-        one(method="nesterov"): "no run of 'nesterov'",
+        one(holds_if="big"): "is not '> X', '< X'",
+        one(holds_if="= 1 ±"): "is not '> X', '< X'",
         one(colour="red"): "unknown key(s) colour",
         # ratio/ holds each seed under two hardware ratios: without `when: hardware.ratio` a pairing by
         # seed is ambiguous, and refused

@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
                    help="the baseline method; with several, the first that ran in a group (e.g. sgd sgd+allreduce)")
     p.add_argument("--target", type=float, help="the target value (default: the runs' target.value)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default: %(default)s)")
+    p.add_argument("--tuning-seeds", type=_seeds, metavar="S,S",
+                   help="choose each method's best lr on these seeds only (default: every seed)")
+    p.add_argument("--measuring-seeds", type=_seeds, metavar="S,S",
+                   help="compare with the baseline on these seeds only, at the rate the tuning seeds chose "
+                        "(default: every seed); give seeds apart from --tuning-seeds")
     p = common(sub.add_parser("clock-check", help="simulated (sim_s) against measured (wall_s) training time",
                               description="For runs that record both sim_s and wall_s (a hardware profile, "
                               "typically hardware=measured): the relative error (sim_s - wall_s) / wall_s at the "
@@ -75,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("dp", help="the data-parallel communication table (Markdown + CSV)"),
                "results/figures/dp_table", ylim=False)
     return ap
+
+
+def _seeds(text: str) -> list:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds, e.g. 0,1") from None
 
 
 def _verdict_doc() -> str:
@@ -144,7 +156,8 @@ def run(args) -> list:
     elif args.cmd == "stats":
         if not 0 < args.confidence < 1:
             raise ReportError(f"--confidence {args.confidence} is not between 0 and 1 (e.g. 0.95).")
-        written = tables.write_stats(runs, out, metric, args.baseline, args.target, args.confidence)
+        written = tables.write_stats(runs, out, metric, args.baseline, args.target, args.confidence,
+                                     args.tuning_seeds, args.measuring_seeds)
         print(ext(out, ".md").read_text())
     elif args.cmd == "dp":
         df = tables.dp_frame(runs, metric)

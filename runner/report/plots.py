@@ -1,6 +1,8 @@
 """Figures (matplotlib, saved unscaled as PNG and PDF): every text at least 10 pt at the saved
 size, one colour per method in every figure (a data-parallel group keeps its method's colour and is
-drawn dashed), titles naming data set, model and learning rate."""
+drawn dashed), titles naming data set, model and learning rate in at most two lines, legends outside
+the axes (never over the data), and y-limits that hold every plotted value (a given ``ylim`` is
+widened to the data, so a run that collapsed shows)."""
 from __future__ import annotations
 
 import math
@@ -74,14 +76,60 @@ def ext(stem: Path, suffix: str) -> Path:
     return stem.with_name(stem.name + suffix)
 
 
+TITLE_WIDTH = 100  # characters per title line; a title has at most two lines
+
+
 def _title(dataset: str, model: str, lr: str, extra: str = "") -> str:
-    t = f"{dataset} · {model} · lr {lr}"
-    return textwrap.fill(t + (f" · {extra}" if extra else ""), 90)
+    """Two lines at most: data set and model, then the rate and the rest (shortened with '…'; the
+    per-method rates are in the legend)."""
+    first = textwrap.shorten(f"{dataset} · {model}", TITLE_WIDTH, placeholder=" …")
+    second = textwrap.shorten(f"lr {lr}" + (f" · {extra}" if extra else ""), TITLE_WIDTH, placeholder=" …")
+    return f"{first}\n{second}"
+
+
+def legend_below(fig, axes, **kw):
+    """The legend of ``axes`` (their labelled artists, each label once) below the figure, outside
+    every axes, so that it never covers data; call after tight_layout (bbox_inches="tight" keeps it)."""
+    handles, labels = [], []
+    for ax in np.atleast_1d(axes).flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if not handles:
+        return None
+    ncol = kw.pop("ncol", min(len(handles), 2))
+    return fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False,
+                      **kw)
+
+
+def fit_ylim(ax, ylim=None) -> None:
+    """y-limits that hold every plotted value: ``ylim`` (a wished range) widened to the data with a
+    small margin, so that a collapsed or diverging run is never cut off."""
+    ys = [np.asarray(line.get_ydata(), float) for line in ax.get_lines()]
+    ys += [np.asarray(c.get_paths()[0].vertices[:, 1], float) for c in ax.collections if c.get_paths()]
+    ys = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.array([])
+    if ax.get_yscale() == "log":
+        ys = ys[ys > 0]
+    if not len(ys):
+        if ylim:
+            ax.set_ylim(*ylim)
+        return
+    lo, hi = float(ys.min()), float(ys.max())
+    if ax.get_yscale() == "log":
+        lo, hi = lo / 1.05, hi * 1.05
+    else:
+        pad = 0.03 * (hi - lo) or 0.01 * (abs(hi) or 1.0)
+        lo, hi = lo - pad, hi + pad
+    if ylim:
+        lo, hi = min(lo, ylim[0]), max(hi, ylim[1])
+    ax.set_ylim(lo, hi)
 
 
 def plot_methods(ax, by_label: dict, x: str, y: str, labels: Optional[dict] = None, ylim=None) -> None:
     """One line per group label (mean over its seeds) with a min-max band; diverged seeds are left
-    out of the mean and counted in the legend. Against example loads, epochs are on the top axis."""
+    out of the mean and counted in the legend. Against example loads, epochs are on the top axis.
+    The y-limits hold every line and band (``ylim`` is widened to them)."""
     for key, runs in by_label.items():
         ok = [r for r in runs if r.status != "diverged"]
         c, ls = colour(runs[0].method), linestyle(runs[0].world_size)
@@ -102,8 +150,7 @@ def plot_methods(ax, by_label: dict, x: str, y: str, labels: Optional[dict] = No
     ax.set_ylabel(YS.get(y, y))
     if y == "test_ppl":
         ax.set_yscale("log")
-    if ylim:
-        ax.set_ylim(*ylim)
+    fit_ylim(ax, ylim)
     ax.grid(alpha=0.3)
     per_epoch = _loads_per_epoch([r for rs in by_label.values() for r in rs])
     if x == "example_loads" and per_epoch:
@@ -141,9 +188,9 @@ def curves_figs(runs, xs, y: str, out: Path, ylim=None) -> list:
             plot_methods(ax, by_label, x, y, ylim=ylim)
         for ax in list(axes.flat)[len(axes_x):]:
             ax.set_visible(False)
-        axes[0][0].legend(loc="best", frameon=False)
         fig.suptitle(_title(dataset, model, f"{lr:g}", "mean over seeds, band: min to max"))
         fig.tight_layout()
+        legend_below(fig, axes[0][0])
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}-lr{lr:g}")))
     if not figs:
         raise ReportError(f"none of the runs has records with {y!r} against {', '.join(xs)}: check the "
@@ -169,10 +216,9 @@ def best_figs(runs, rows, x: str, y: str, out: Path, ylim=None) -> list:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         plot_methods(ax, by_label, x, y, labels, ylim=ylim)
-        ax.legend(loc="best", frameon=False)
-        lrs = ", ".join(f"{m} {best[(dataset, model, budget, m)]:g}" for m in by_label)
-        fig.suptitle(_title(dataset, model, f"best per method: {lrs}"))
+        fig.suptitle(_title(dataset, model, "each method at its best (legend)", "mean over seeds, band: min to max"))
         fig.tight_layout()
+        legend_below(fig, ax)
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
     return figs
 
@@ -252,10 +298,10 @@ def claim_figs(runs, metric: str, value: Optional[float], out: Path) -> list:
             ax.set_xlabel("expected reuses per fresh batch (1/p)")
             ax.set_ylabel(XS[k].replace(" (s)", "") + " to target" + (" (s)" if k.endswith("_s") else ""))
             ax.grid(alpha=0.3, which="both")
-            ax.legend(loc="best", frameon=False, fontsize=10)
         fig.suptitle(_title(dataset, model, f"{lr:g}", f"{budget} · target {t['metric']} "
                                                          f"{'≥' if t['mode'] == 'max' else '≤'} {t['value']:g}"))
         fig.tight_layout()
+        legend_below(fig, axes[0], ncol=3)
         stem = out if len(todo) == 1 else out.with_name(f"{out.name}-{dataset}-{model}-lr{lr:g}")
         stem.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(pts).to_csv(ext(stem, ".csv"), index=False)
@@ -297,9 +343,9 @@ def clock_check_fig(records, out: Path) -> tuple:
     ax.set_xlabel("measured training time, wall_s (s)")
     ax.set_ylabel("predicted training time, sim_s (s)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", frameon=False)
     join = lambda col, f=str: ", ".join(f(v) for v in sorted(records[col].unique()))  # noqa: E731
     fig.suptitle(_title(join("dataset"), join("model"), join("lr", lambda v: f"{v:g}"),
                         "clock check · hardware " + join("hardware")))
     fig.tight_layout()
+    legend_below(fig, ax)
     return fig, out

@@ -11,6 +11,10 @@ Intervals are two-sided at ``confidence`` (95 % by default):
   by seed, as the geometric mean of the per-seed ratios with a t interval on the log ratios
   (exponentiated back): the ratio of two times is skewed, its logarithm much less so.
 - ``paired_difference``: method - baseline of a final metric, matched by seed, with a t interval.
+- ``two_level_bootstrap``: method - baseline of a final metric from each run's per-example values
+  (1/0 correct, or a language model's loss per test example), resampling seeds and test examples, the
+  same example indices for both methods: the interval counts the test set as well as the seeds.
+  Every estimate says what its interval rests on (``basis``): ``seeds × test examples`` or ``seeds only``.
 
 No interval comes from one value (``n=1``); an estimate says so in its note. A seed that missed the
 target has no time to target: averaging over the seeds that reached it would flatter a method, so an
@@ -29,6 +33,8 @@ import scipy.stats
 from .runs import ReportError, Run, finite, group, last_x, series, to_target, value_at
 
 CONFIDENCE = 0.95
+SEEDS_ONLY = "seeds only"
+SEEDS_AND_EXAMPLES = "seeds × test examples"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Estimate:
     n: int            # the values (seeds, or pairs of seeds) it rests on
     of: int           # the seeds there were
     note: str = ""    # why there is no value or no interval, what was left out
+    basis: str = SEEDS_ONLY  # what the interval resamples: seeds only, or seeds and test examples
 
     @property
     def has_value(self) -> bool:
@@ -144,6 +151,150 @@ def paired_difference(base: dict, method: dict, confidence: float = CONFIDENCE, 
     return _with_note(t_interval(d, confidence), unpaired, of)
 
 
+# --------------------------------------------------------------- seeds and test examples together
+def two_level_bootstrap(base, method, paired: bool = True, confidence: float = CONFIDENCE,
+                        n_resamples: int = 4000, seed: int = 0, exp: bool = False) -> Estimate:
+    """method - baseline of the mean per-example value (``base``, ``method``: arrays [seed, example]
+    over the SAME test examples in the same order), with a percentile interval from a two-level
+    bootstrap: seeds are resampled with replacement within each method (one draw for both when
+    ``paired``: row i of each is the same seed) and test examples with replacement, the same example
+    indices for both methods. ``exp``: the estimate and interval exponentiated (mean losses -> the
+    ratio of perplexities).
+
+    Two corrections keep the bootstrap variance near the estimator's (the test checks it against the
+    analytic variance): a seed level of S values draws S - 1 of them (the m-out-of-n bootstrap with
+    m = n - 1, whose variance of a mean is the unbiased s^2/S rather than (S-1)/S of it: with 3 seeds
+    a plain resample is 18 % short in standard error), and the example level resamples the seed-mean
+    differences per example shrunk so that their spread is the example effect alone: the per-seed
+    Bernoulli noise is already in the seed level's spread, and resampling it again would count it
+    twice (the adjusted two-stage bootstrap of Davison & Hinkley 1997, section 3.8). Replicate =
+    estimate + seed-level deviation + example-level deviation, vectorised in chunks."""
+    value, reps, n_seeds, of, note = _replicates(base, method, paired, n_resamples, seed)
+    conv = math.exp if exp else float
+    if reps is None:
+        return Estimate(conv(value), math.nan, math.nan, n_seeds, of, note, SEEDS_AND_EXAMPLES)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(reps, [a, 1 - a])
+    return Estimate(conv(value), conv(float(lo)), conv(float(hi)), n_seeds, of, note, SEEDS_AND_EXAMPLES)
+
+
+def bootstrap_se(base, method, paired: bool = True, n_resamples: int = 4000, seed: int = 0) -> float:
+    """The standard deviation of the two-level bootstrap's replicates of method - baseline."""
+    reps = _replicates(base, method, paired, n_resamples, seed)[1]
+    return math.nan if reps is None else float(reps.std(ddof=1))
+
+
+def _replicates(base, method, paired: bool, n_resamples: int, seed: int) -> tuple:
+    """(estimate, replicates or None, seeds, seeds there were, note)."""
+    sides = [np.asarray(method, float), np.asarray(base, float)]
+    if any(x.ndim != 2 for x in sides) or sides[0].shape[1] != sides[1].shape[1]:
+        raise ValueError("two_level_bootstrap takes two arrays [seed, example] over the same test examples")
+    if paired and sides[0].shape[0] != sides[1].shape[0]:
+        raise ValueError("paired seeds need as many seeds on both sides")
+    parts = [(sides[0] - sides[1], 1.0)] if paired else [(sides[0], 1.0), (sides[1], -1.0)]
+    n_seeds = min(x.shape[0] for x, _ in parts)
+    N = sides[0].shape[1]
+    value = float(sum(sign * x.mean() for x, sign in parts))
+    of = max(x.shape[0] for x in sides)
+    if n_seeds < 2 or N < 2:
+        return value, None, n_seeds, of, "one seed: no interval" if n_seeds < 2 else "one test example: no interval"
+    rng = np.random.default_rng(seed)
+    reps = np.full(n_resamples, value)
+    col = np.zeros(N)
+    noise = 0.0
+    for x, sign in parts:
+        S = x.shape[0]
+        rows, cols, grand = x.mean(1), x.mean(0), x.mean()
+        reps += sign * (rng.multinomial(S - 1, np.full(S, 1 / S), size=n_resamples) @ rows / (S - 1) - grand)
+        resid = x - rows[:, None] - cols[None, :] + grand
+        noise += float((resid ** 2).sum()) / ((S - 1) * (N - 1)) / S  # the interaction's share of var(cols)
+        col += sign * cols
+    dev = col - col.mean()
+    spread = float(dev.var(ddof=1))
+    shrink = math.sqrt(max(0.0, spread - noise) / spread) if spread > 0 else 0.0
+    dev = dev * shrink
+    chunk = max(1, 4_000_000 // N)
+    for i in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - i)
+        idx = rng.integers(0, N, size=(k, N))  # the same example indices for both methods
+        reps[i:i + k] += dev[idx].mean(1)
+    return value, reps, n_seeds, of, "" if paired else "seeds unpaired"
+
+
+def examples_difference(base_runs, method_runs, metric: str, confidence: float = CONFIDENCE, ratio: bool = False,
+                        base_name: str = "baseline", method_name: str = "method") -> Optional[Estimate]:
+    """method - baseline of a final metric from the runs' per-example records (``ratio``: baseline ÷
+    method of a perplexity, from the per-example losses), paired by seed where both ran the same
+    seeds; None when a run lacks them (an older run) or the two sides were tested on different examples."""
+    b, m = per_example(base_runs, metric), per_example(method_runs, metric)
+    if b is None or m is None:
+        return None
+    (bs, bx), (ms, mx) = b, m
+    if bx.shape[1] != mx.shape[1]:
+        return None
+    diverged = [name for name, rs in ((method_name, method_runs), (base_name, base_runs))
+                if any(r.status == "diverged" for r in rs)]
+    if diverged:
+        return none(0, len(set(bs) | set(ms)), "diverged: " + ", ".join(diverged))
+    paired = sorted(bs) == sorted(ms)
+    if paired:
+        order_b, order_m = np.argsort(bs), np.argsort(ms)
+        bx, mx = bx[order_b], mx[order_m]
+    if ratio:  # baseline ÷ method of exp(mean loss): exp(mean loss of the baseline - that of the method)
+        return two_level_bootstrap(mx, bx, paired, confidence, exp=True)
+    return two_level_bootstrap(bx, mx, paired, confidence)
+
+
+def per_example(runs, metric: str):
+    """(seeds, array [seed, example]) of the runs' per-example values at their end (correct or not for
+    an accuracy, the loss for a perplexity or loss), or None when any run lacks them."""
+    reader = _example_reader()
+    if reader is None or not runs:
+        return None
+    rows, seeds = [], []
+    for r in runs:
+        try:
+            got = reader(r.dir)
+        except (OSError, ValueError, KeyError):
+            return None
+        v = _pick_values(got, metric)
+        if v is None:
+            return None
+        rows.append(np.asarray(v, float))
+        seeds.append(r.seed)
+    if len({len(x) for x in rows}) != 1:
+        return None
+    return seeds, np.stack(rows)
+
+
+def _pick_values(got, metric: str):
+    """The per-example array a reader returned for this metric: a mapping (``correct``, ``loss``) or
+    an array (correctness for an accuracy, a loss otherwise)."""
+    if got is None:
+        return None
+    want = ("correct",) if metric.endswith("acc") else ("loss", "losses")
+    if isinstance(got, dict):
+        return next((got[k] for k in want if got.get(k) is not None), None)
+    return got
+
+
+def _example_reader():
+    """The records' reader of a run's per-example file (written beside metrics.jsonl), where this
+    version of the runner has one; None otherwise (every interval is then over seeds only)."""
+    import importlib
+
+    for mod, names in (("runner.records", ("read_examples", "read_per_example", "load_examples")),
+                       ("runner.summary", ("read_examples", "read_per_example", "load_examples"))):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for n in names:
+            if callable(getattr(m, n, None)):
+                return getattr(m, n)
+    return None
+
+
 # ------------------------------------------------------------------------------- per-seed values
 def by_seed(runs, fn: Callable[[Run], Optional[float]]) -> dict:
     """{seed: fn(run)}; two runs of one group with the same seed cannot be told apart in a pairing."""
@@ -189,11 +340,24 @@ def final_estimate(runs, metric: str, confidence: float = CONFIDENCE) -> Estimat
 
 
 # ------------------------------------------------------------------------- best learning rate
-def best_lr_at_equal_loads(runs, metric: str, mode: str) -> Optional[dict]:
+def best_lr_at_equal_loads(runs, metric: str, mode: str, seeds=None) -> Optional[dict]:
     """The best learning rate of one method's runs by the mean over seeds of ``metric`` at equal
     example loads: interpolated at the largest example-load count that every run reached, so that a
     learning rate whose runs went further is not favoured. A learning rate where a seed diverged or
-    did not finish is not eligible. Returns {lr, loads, scores {lr: mean}} or None (none eligible)."""
+    did not finish is not eligible. ``seeds``: choose on these seeds only (the tuning seeds; the
+    effect is then measured on others, so that the luck that picked a rate does not also measure it).
+    Returns {lr, loads, scores {lr: mean}, grid, edge, seeds} or None (none eligible)."""
+    if seeds is not None:
+        runs = [r for r in runs if r.seed in set(seeds)]
+    grid = sorted({r.lr for r in runs})
+    b = _best(runs, metric, mode)
+    if b is not None:
+        b.update(grid=grid, edge=len(grid) > 1 and b["lr"] in (grid[0], grid[-1]),
+                 seeds=sorted({r.seed for r in runs}))
+    return b
+
+
+def _best(runs, metric: str, mode: str) -> Optional[dict]:
     eligible = [rs for (lr,), rs in group(runs, "lr").items() if all(r.status == "complete" for r in rs)]
     if not eligible:
         return None

@@ -17,9 +17,9 @@ import pandas as pd
 
 from .plots import BAND, ext
 from .runs import CLOCKS, ReportError, finite, group, mode_of, target_of, to_target
-from .stats import (CONFIDENCE, Estimate, best_lr_at_equal_loads, bootstrap_interval, final_by_seed,
-                    final_estimate, none, paired_difference, paired_ratio, recorded, to_target_by_seed,
-                    to_target_estimate)
+from .stats import (CONFIDENCE, Estimate, best_lr_at_equal_loads, bootstrap_interval, examples_difference,
+                    final_by_seed, final_estimate, none, paired_difference, paired_ratio, recorded,
+                    to_target_by_seed, to_target_estimate)
 
 KEYS = ["dataset", "model", "budget", "world_size", "method", "label", "lr"]
 
@@ -171,17 +171,20 @@ _FMT = {"example_loads": ".0f", "step": ".0f", "wall_s": ".3g", "sim_s": ".3g"}
 
 
 def stats_frame(runs, metric: str, baselines=("sgd",), target: Optional[float] = None,
-                confidence: float = CONFIDENCE) -> tuple:
+                confidence: float = CONFIDENCE, tuning=None, measuring=None) -> tuple:
     """(DataFrame of numbers, DataFrame of Markdown cells), one row per (data set, model, budget,
     world size, method, lr): the final metric with a t and a bootstrap (BCa) interval, each clock to
     the target with a t interval, whether it is the method's best lr at equal example loads, and on
     the best lr's row the paired comparison with the first of ``baselines`` that ran at the same
-    data set, model, budget and world size (at its own best lr), matched by seed."""
+    data set, model, budget and world size (at its own best lr), matched by seed. With ``tuning`` and
+    ``measuring`` seeds, the best lr is chosen on the first and the comparison made on the second
+    (columns ``chosen on seeds``, ``measured on seeds``); the difference of the final metric resamples
+    seeds and test examples where the runs keep per-example results (column ``interval basis``)."""
     num, txt = [], []
     for (dataset, model, budget, ws), rs in group(runs, "dataset", "model", "budget", "world_size").items():
         tgt = target_of(rs, target)
         by_method = {m: mr for (m,), mr in group(rs, "method").items()}
-        best = {m: best_lr_at_equal_loads(mr, metric, mode_of(metric)) for m, mr in by_method.items()}
+        best = {m: best_lr_at_equal_loads(mr, metric, mode_of(metric), seeds=tuning) for m, mr in by_method.items()}
         base = next((b for b in baselines if b in by_method and best[b] is not None), None)
         for m, mr in by_method.items():
             for (lr,), seeds in group(mr, "lr").items():
@@ -199,10 +202,15 @@ def stats_frame(runs, metric: str, baselines=("sgd",), target: Optional[float] =
                 cells["best lr"] = (f"yes ({metric} {row['score_at_equal_loads']:.4g} at {row['equal_loads']:g} "
                                     "loads)" if row["best_lr"] else "")
                 if row["best_lr"] and base is not None:
-                    b_runs = [r for r in by_method[base] if r.lr == best[base]["lr"]]
+                    keep = (lambda rs: rs) if measuring is None else (lambda rs: [r for r in rs if r.seed in measuring])  # noqa: E731
+                    b_runs = keep([r for r in by_method[base] if r.lr == best[base]["lr"]])
                     row["baseline_lr"] = best[base]["lr"]
+                    row["chosen_on_seeds"] = ", ".join(map(str, best[m]["seeds"]))
+                    row["measured_on_seeds"] = ", ".join(map(str, sorted({r.seed for r in keep(seeds)})))
                     cells["vs baseline"] = f"{base} at lr {best[base]['lr']:g}"
-                    _paired(seeds, b_runs, m, base, metric, tgt, confidence, row, cells)
+                    cells["chosen on seeds"] = row["chosen_on_seeds"]
+                    cells["measured on seeds"] = row["measured_on_seeds"] or "none"
+                    _paired(keep(seeds), b_runs, m, base, metric, tgt, confidence, row, cells)
                 num.append(row)
                 txt.append({**{k: row[k] for k in ("dataset", "model", "budget", "world_size", "best_lr", "baseline",
                                                    "target")}, "_method": m, **cells})
@@ -232,9 +240,15 @@ def _paired(seeds, b_runs, m: str, base: str, metric: str, tgt, confidence: floa
             e = paired_ratio(to_target_by_seed(b_runs, k, tgt), to_target_by_seed(seeds, k, tgt), confidence, base, m)
         row.update(flat(f"speedup_{k}", e))
         cells[f"speed-up: {k}"] = "n/a" if e.note == f"{k} not recorded" else fmt(e, "#.3g", "ratio")
-    e = paired_difference(final_by_seed(b_runs, metric), final_by_seed(seeds, metric), confidence, base, m)
+    if not seeds or not b_runs:
+        e = none(0, 0, "no run of the measuring seeds")
+    else:
+        e = (examples_difference(b_runs, seeds, metric, confidence, base_name=base, method_name=m)
+             or paired_difference(final_by_seed(b_runs, metric), final_by_seed(seeds, metric), confidence, base, m))
     row.update(flat("diff_final", e))
+    row["diff_final_basis"] = e.basis
     cells[f"Δ final {metric}"] = fmt(e, ".3g", "difference")
+    cells["interval basis"] = e.basis
 
 
 def unrecorded(field: str, *sides) -> str:
@@ -246,8 +260,8 @@ def unrecorded(field: str, *sides) -> str:
 
 
 def write_stats(runs, out: Path, metric: str, baselines=("sgd",), target: Optional[float] = None,
-                confidence: float = CONFIDENCE) -> list:
-    num, txt = stats_frame(runs, metric, baselines, target, confidence)
+                confidence: float = CONFIDENCE, tuning=None, measuring=None) -> list:
+    num, txt = stats_frame(runs, metric, baselines, target, confidence, tuning, measuring)
     out.parent.mkdir(parents=True, exist_ok=True)
     num.to_csv(ext(out, ".csv"), index=False)
     pct = f"{confidence:.0%}"
@@ -259,7 +273,8 @@ def write_stats(runs, out: Path, metric: str, baselines=("sgd",), target: Option
              "count every run of the method reached). `×M`: data-parallel over M processes.", ""]
     hidden = ("dataset", "model", "budget", "world_size", "best_lr", "baseline", "target", "_method")
     cols = [c for c in txt.columns if c not in hidden]
-    paired = ["method", "lr", "vs baseline"] + [c for c in cols if c.startswith(("speed-up", "Δ"))]
+    paired = (["method", "lr", "vs baseline", "chosen on seeds", "measured on seeds"]
+              + [c for c in cols if c.startswith(("speed-up", "Δ"))] + ["interval basis"])
     first = [c for c in cols if c not in paired[2:]]
     for (dataset, model, budget, ws), d in txt.groupby(["dataset", "model", "budget", "world_size"], sort=True):
         procs = "1 process" if ws == 1 else f"{ws} processes (data parallel)"
@@ -273,9 +288,13 @@ def write_stats(runs, out: Path, metric: str, baselines=("sgd",), target: Option
                       "no paired comparison.", ""]
             continue
         b = d[d.best_lr & (d._method != base)][[c for c in paired if c in d.columns]].fillna("")
-        lines += [f"Paired with {base} at its own best lr, matched by seed. Speed-up: {base} / method of the "
-                  f"clock to target (> 1: the method needs less), geometric mean with a {pct} t interval on "
-                  f"the log ratios; Δ: method − {base} of the final {metric}.", "", markdown(b), ""]
+        lines += [f"Paired with {base} at its own best lr, matched by seed; each best lr chosen on the seeds in "
+                  "`chosen on seeds`, the comparison made on those in `measured on seeds`. Speed-up: "
+                  f"{base} / method of the clock to target (> 1: the method needs less), geometric mean with a "
+                  f"{pct} t interval over seeds on the log ratios; Δ: method − {base} of the final {metric}, "
+                  f"its {pct} interval from a bootstrap over seeds and test examples where the runs keep "
+                  "per-example results, else a t interval over seeds (`interval basis` says which).", "",
+                  markdown(b), ""]
     ext(out, ".md").write_text("\n".join(lines))
     return [ext(out, ".md"), ext(out, ".csv")]
 

@@ -49,21 +49,33 @@ key to ``when``.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from .runs import ReportError, default_metric, finite, find_runs, group, mode_of, target_of
-from .stats import (CONFIDENCE, Estimate, best_lr_at_equal_loads, by_seed, final_by_seed, none,
-                    paired_difference, paired_ratio, to_target_by_seed)
+from .runs import (ReportError, cfg_get, default_metric, finite, find_runs, group, last_x, mode_of, target_of,
+                   value_at)
+from .stats import (CONFIDENCE, Estimate, best_lr_at_equal_loads, by_seed, examples_difference, final_by_seed,
+                    final_estimate, none, over_seeds, paired_difference, paired_ratio, to_target_by_seed)
 from .tables import fmt, markdown, unrecorded
 
-QUANTITIES = ("speedup", "ratio", "difference")
+QUANTITIES = ("speedup", "ratio", "difference", "slope", "confirmed")
 CLAIM_KEYS = {"id", "claim", "figure", "runs", "quantity", "of", "method", "baseline", "holds_if", "target", "lr",
-              "when", "metric"}
-TOP_KEYS = {"baseline", "metric", "confidence", "claims"}
+              "when", "metric", "at", "across_budgets"}
+TOP_KEYS = {"baseline", "metric", "confidence", "claims", "tuning_seeds", "measuring_seeds", "chance_margin"}
+NO_RECORDS = "no records"
+NOT_INFORMATIVE = "not informative"
+CHANCE_MARGIN = 0.05  # a baseline accuracy within this of 1/classes cannot tell methods apart
+CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+class NoRecords(Exception):
+    """The runs a claim reads are not there (yet): its row says so instead of failing the table."""
 
 
 def load_spec(path) -> dict:
@@ -101,20 +113,34 @@ def _unknown(keys: set, where: str, allowed: set) -> None:
 
 
 def rule(claim: dict, where: str = "") -> tuple:
-    """("<" or ">", threshold) from ``holds_if``."""
-    m = re.fullmatch(r"\s*([<>])\s*([-+0-9.eE]+)\s*", str(claim["holds_if"]))
+    """(side, threshold) from ``holds_if``: ("<" or ">", X), ("=", (X, T)) for "= X ± T" (the quantity
+    within T of X), or ("inside", None) for "inside predicted" (quantity confirmed)."""
+    text = str(claim["holds_if"])
+    if re.fullmatch(r"\s*inside predicted\s*", text):
+        return "inside", None
+    m = re.fullmatch(r"\s*=\s*([-+0-9.eE]+)\s*(?:±|\+-|\+/-)\s*([0-9.eE]+)\s*", text)
+    if m and finite(m.group(1)) and finite(m.group(2)):
+        return "=", (float(m.group(1)), float(m.group(2)))
+    m = re.fullmatch(r"\s*([<>])\s*([-+0-9.eE]+)\s*", text)
     if not m or not finite(m.group(2)):
-        raise ReportError(f"{where or claim.get('id')}: holds_if {claim['holds_if']!r} is not '> X' or '< X' "
-                          "(the side of the threshold X that the claim says the quantity is on).")
+        raise ReportError(f"{where or claim.get('id')}: holds_if {claim['holds_if']!r} is not '> X', '< X', "
+                          "'= X ± T' or 'inside predicted' (the side of the threshold X that the claim says the "
+                          "quantity is on).")
     return m.group(1), float(m.group(2))
 
 
-def judge(e: Estimate, side: str, thr: float) -> str:
-    """holds | does not hold | inconclusive, from where the interval lies against the threshold."""
+def judge(e: Estimate, side: str, thr, predicted: Optional[tuple] = None) -> str:
+    """holds | does not hold | inconclusive, from where the interval lies against the threshold (for
+    "=": against the band X ± T; for "inside": against the predicted interval ``predicted``)."""
     if not e.has_interval:
         return "inconclusive"
     if e.lo == e.hi and e.n < 3:
         return "inconclusive"  # two seeds that differ alike (one test image, say): no spread to judge by
+    if side in ("=", "inside"):
+        lo, hi = (thr[0] - thr[1], thr[0] + thr[1]) if side == "=" else predicted
+        if lo <= e.lo and e.hi <= hi:
+            return "holds"
+        return "does not hold" if (e.hi < lo or e.lo > hi) else "inconclusive"
     above, below = e.lo > thr, e.hi < thr
     if (side == ">" and above) or (side == "<" and below):
         return "holds"
@@ -125,6 +151,7 @@ def judge(e: Estimate, side: str, thr: float) -> str:
 
 # --------------------------------------------------------------------------------- selecting runs
 def select(claim: dict, dirs, cache: dict) -> list:
+    """The runs a claim reads; NoRecords when its directory or its filter finds none (not run yet)."""
     spec = claim["runs"]
     spec = {"dir": spec} if isinstance(spec, str) else spec
     if not isinstance(spec, dict) or set(spec) - {"dir", "where"}:
@@ -135,20 +162,21 @@ def select(claim: dict, dirs, cache: dict) -> list:
         sub = Path(spec["dir"])
         roots = [sub] if sub.is_absolute() else [d / sub for d in roots if (d / sub).exists()]
         if not roots or not roots[0].exists():
-            raise ReportError(f"claim {claim['id']!r}: no directory {spec['dir']} below "
-                              + ", ".join(map(str, dirs)) + ". Run its experiment first, or fix runs: in the spec.")
+            raise NoRecords(f"no directory {spec['dir']} below " + ", ".join(map(str, dirs)))
     runs = []
     for root in roots:
         key = str(root.resolve())
         if key not in cache:
-            cache[key] = find_runs([root])
+            try:
+                cache[key] = find_runs([root])
+            except ReportError:
+                cache[key] = []
         runs += cache[key]
     for k, want in (spec.get("where") or {}).items():
         want = want if isinstance(want, list) else [want]
         runs = [r for r in runs if r.get(k) in want]
     if not runs:
-        raise ReportError(f"claim {claim['id']!r}: no run matches where {spec.get('where')} below "
-                          + ", ".join(map(str, roots)) + ".")
+        raise NoRecords(f"no run matches where {spec.get('where')} below " + ", ".join(map(str, roots)))
     return runs
 
 
@@ -156,8 +184,7 @@ def side_runs(runs, name: str, claim: dict) -> list:
     """The runs of one method label: an exact label (``cosine+on_load ×2``) or a method name."""
     out = [r for r in runs if r.label == name] or [r for r in runs if r.method == name]
     if not out:
-        raise ReportError(f"claim {claim['id']!r}: no run of {name!r} among the selected runs (methods there: "
-                          + ", ".join(sorted({r.label for r in runs})) + ").")
+        raise NoRecords(f"no run of {name!r} (methods there: " + ", ".join(sorted({r.label for r in runs})) + ")")
     ws = sorted({r.world_size for r in out})
     if len(ws) > 1:
         raise ReportError(f"claim {claim['id']!r}: {name!r} ran at world sizes {ws}; single-process and "
@@ -166,75 +193,256 @@ def side_runs(runs, name: str, claim: dict) -> list:
     return out
 
 
+def _seeds(spec: dict, key: str) -> Optional[list]:
+    v = spec.get(key)
+    if v is None:
+        return None
+    v = [v] if isinstance(v, int) else v
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) for x in v):
+        raise ReportError(f"{key} in the verdict spec is a list of seeds (e.g. [0, 1]), not {spec[key]!r}.")
+    return sorted(v)
+
+
+def _show(seeds) -> str:
+    return ", ".join(map(str, seeds))
+
+
 # ------------------------------------------------------------------------------------- measuring
-def measure(claim: dict, runs, defaults: dict) -> tuple:
-    """(Estimate, method lr, baseline lr) of the claim's quantity on these runs."""
+def chosen(side: list, claim: dict, defaults: dict, metric: str, why: list) -> tuple:
+    """(the runs that measure this side, its lr): at its best rate chosen on the tuning seeds and
+    measured on the measuring seeds, at a rate the claim gives, or (lr: same) every run given. A
+    reason the row cannot decide goes into ``why``."""
+    lr = claim.get("lr", "best")
+    if lr == "same":
+        rates = sorted({r.lr for r in side})
+        return side, rates[0] if len(rates) == 1 else math.nan
+    if lr != "best":
+        return [r for r in side if r.lr == float(lr)], float(lr)
+    tune, meas = _seeds(defaults, "tuning_seeds"), _seeds(defaults, "measuring_seeds")
+    label = side[0].label
+    b = best_lr_at_equal_loads(side, metric, mode_of(metric), seeds=tune)
+    if b is None:
+        if tune is not None and not any(r.seed in tune for r in side):
+            raise NoRecords(f"no run of {label} with a tuning seed ({_show(tune)})")
+        raise _Missing(f"no eligible learning rate for {label} (a seed diverged or did not finish at every lr)")
+    if len(b["grid"]) == 1:
+        why.append(f"{label} ran at one rate ({b['lr']:g}): not tuned")
+    elif b["edge"]:
+        why.append(f"{label}'s best rate {b['lr']:g} is at the edge of its grid ({_show(f'{x:g}' for x in b['grid'])})")
+    runs = [r for r in side if r.lr == b["lr"] and (meas is None or r.seed in meas)]
+    if not runs:
+        raise NoRecords(f"no run of {label} at its best rate {b['lr']:g} with a measuring seed ({_show(meas)})")
+    return runs, b["lr"]
+
+
+class _Missing(Exception):
+    """A side without an eligible rate: an estimate without a value, the reason in its note."""
+
+
+def measure(claim: dict, runs, defaults: dict) -> dict:
+    """The claim's quantity on these runs: {estimate, method_lr, baseline_lr, why (reasons the row
+    cannot decide), predicted (quantity confirmed)}."""
+    if claim["quantity"] == "slope":
+        return measure_slope(claim, runs, defaults)
+    if claim["quantity"] == "confirmed":
+        return measure_confirmed(claim, runs, defaults)
     base_name = claim.get("baseline", defaults.get("baseline", "sgd"))
     conf = float(defaults.get("confidence", CONFIDENCE))
     meth, base = side_runs(runs, claim["method"], claim), side_runs(runs, base_name, claim)
-    combos = {(r.dataset, r.model, r.budget, r.world_size) for r in meth + base}
-    if len(combos) > 1:
-        mixed = "; ".join(" · ".join(map(str, c)) for c in sorted(combos))
-        raise ReportError(f"claim {claim['id']!r} mixes runs of {mixed}"
-                          + ". A comparison is within one data set, model, budget and world size: narrow runs: "
-                          "where, or add the key that differs to when.")
+    _one_setting(claim, meth + base)
     metric = claim.get("metric") or defaults.get("metric") or default_metric(runs)
-    lrs = []
-    for side in (meth, base):
-        if claim.get("lr", "best") == "best":
-            b = best_lr_at_equal_loads(side, metric, mode_of(metric))
-            if b is None:
-                return none(0, len({r.seed for r in side}), f"no eligible learning rate for {side[0].label} "
-                            "(a seed diverged or did not finish at every lr)"), None, None
-            lrs.append(b["lr"])
-        else:
-            lrs.append(float(claim["lr"]))
-    meth = [r for r in meth if r.lr == lrs[0]]
-    base = [r for r in base if r.lr == lrs[1]]
+    why: list = []
+    try:
+        (meth, lr_m), (base, lr_b) = (chosen(s, claim, defaults, metric, why) for s in (meth, base))
+    except _Missing as e:
+        return {"estimate": none(0, len({r.seed for r in meth + base}), str(e)), "method_lr": None,
+                "baseline_lr": None, "why": why}
     if not meth or not base:
-        return none(0, 0, f"no runs at lr {claim['lr']}"), lrs[0], lrs[1]
+        raise NoRecords(f"no runs at lr {claim.get('lr')}")
+    _chance(base, metric, defaults, why)
     of, q = claim["of"], claim["quantity"]
     names = (base[0].label, meth[0].label)
     if q == "speedup":
-        t = claim.get("target")
-        tgt = target_of(meth + base, *((t.get("value"), t.get("metric")) if isinstance(t, dict) else (t, None)))
-        if tgt is None:
-            raise ReportError(f"claim {claim['id']!r}: the runs have no target and the claim gives none (target:).")
+        tgt = _target(claim, meth + base)
         lacking = unrecorded(of, (names[1], meth), (names[0], base))
         if lacking:
-            return none(0, len({r.seed for r in meth + base}), lacking), lrs[0], lrs[1]
-        e = paired_ratio(to_target_by_seed(base, of, tgt), to_target_by_seed(meth, of, tgt), conf, *names)
+            e = none(0, len({r.seed for r in meth + base}), lacking)
+        else:
+            e = paired_ratio(to_target_by_seed(base, of, tgt), to_target_by_seed(meth, of, tgt), conf, *names)
     elif q == "ratio":
-        e = paired_ratio(*(by_seed(s, lambda r: r.final(of)) for s in (base, meth)), conf, *names)
+        e = (examples_difference(base, meth, of, conf, ratio=True, base_name=names[0], method_name=names[1])
+             if of in ("test_ppl", "test_loss") else None)
+        e = e or paired_ratio(*(by_seed(s, lambda r: r.final(of)) for s in (base, meth)), conf, *names)
+    elif claim.get("at"):
+        at = claim["at"]
+        x = min(last_x(r, at, of) for r in meth + base)
+        if not finite(x):
+            raise NoRecords(f"{at} or {of} not recorded")
+        e = paired_difference(*(by_seed(s, lambda r: value_at(r, at, of, x)) for s in (base, meth)), conf, *names)
+        e = Estimate(e.value, e.lo, e.hi, e.n, e.of, "; ".join(n for n in (e.note, f"at {at} = {x:.4g}") if n))
     else:
-        e = paired_difference(final_by_seed(base, of), final_by_seed(meth, of), conf, *names)
-    return e, lrs[0], lrs[1]
+        e = examples_difference(base, meth, of, conf, base_name=names[0], method_name=names[1])
+        e = e or paired_difference(final_by_seed(base, of), final_by_seed(meth, of), conf, *names)
+    return {"estimate": e, "method_lr": lr_m, "baseline_lr": lr_b, "why": why}
+
+
+def _one_setting(claim: dict, runs) -> None:
+    combos = {(r.dataset, r.model, None if claim.get("across_budgets") else r.budget, r.world_size) for r in runs}
+    if len(combos) > 1:
+        mixed = "; ".join(" · ".join(map(str, c)) for c in sorted(combos, key=str))
+        raise ReportError(f"claim {claim['id']!r} mixes runs of {mixed}"
+                          + ". A comparison is within one data set, model, budget and world size: narrow runs: "
+                          "where, or add the key that differs to when (across_budgets: true for a comparison "
+                          "at different budgets on purpose, e.g. equal optimizer steps).")
+
+
+def _target(claim: dict, runs) -> dict:
+    t = claim.get("target")
+    tgt = target_of(runs, *((t.get("value"), t.get("metric")) if isinstance(t, dict) else (t, None)))
+    if tgt is None:
+        raise ReportError(f"claim {claim['id']!r}: the runs have no target and the claim gives none (target:).")
+    return tgt
+
+
+def _chance(base, metric: str, defaults: dict, why: list) -> None:
+    """A baseline at chance accuracy cannot tell methods apart: every method beats it."""
+    if not metric.endswith("acc"):
+        return
+    classes = cfg_get(base[0].config, "model.num_classes") or CLASSES.get(base[0].dataset)
+    if not classes:
+        return
+    chance, margin = 1 / classes, float(defaults.get("chance_margin", CHANCE_MARGIN))
+    e = final_estimate(base, metric)
+    top = e.hi if e.has_interval else e.value
+    if finite(top) and top <= chance + margin:
+        why.append(f"{base[0].label}'s {metric} {e.value:.3g} is within {margin:g} of chance ({chance:.3g})")
+
+
+def _reuse_levels(runs) -> dict:
+    return {r_: rs for (r_,), rs in group([r for r in runs if r.reuse is not None], "reuse").items()}
+
+
+def measure_slope(claim: dict, runs, defaults: dict) -> dict:
+    """The slope of log(``of`` to target) against log(1/p) over the reuse levels (SGD is 1/p = 1),
+    each level at its own best rate (tuning seeds), one least-squares slope per measuring seed with
+    a t interval over seeds. The Theorem's linear speed-up is a slope of -1."""
+    conf = float(defaults.get("confidence", CONFIDENCE))
+    levels = _reuse_levels(runs)
+    if len(levels) < 2:
+        raise NoRecords("fewer than two reuse levels (constant p or SGD)")
+    metric = claim.get("metric") or defaults.get("metric") or default_metric(runs)
+    _one_setting(claim, [r for rs in levels.values() for r in rs])
+    tgt = _target(claim, runs)
+    why: list = []
+    per = {}
+    for reuse, rs in levels.items():
+        try:
+            m, _ = chosen(rs, claim, defaults, metric, why)
+        except _Missing as e:
+            return {"estimate": none(0, 0, str(e)), "method_lr": None, "baseline_lr": None, "why": why}
+        per[reuse] = to_target_by_seed(m, claim["of"], tgt)
+    seeds = sorted(set.intersection(*(set(v) for v in per.values())))
+    x = np.log(sorted(per))
+    slopes, missed = {}, 0
+    for s in seeds:
+        y = [per[r][s] for r in sorted(per)]
+        if any(v is None or v <= 0 for v in y):
+            missed += 1
+            slopes[s] = None
+            continue
+        slopes[s] = float(np.polyfit(x, np.log(y), 1)[0])
+    e = over_seeds(slopes, conf, missing="not reached at every level") if seeds else none(0, 0, "no seed at every level")
+    levels_text = ", ".join(f"{r:g}" for r in sorted(per))
+    e = Estimate(e.value, e.lo, e.hi, e.n, e.of, "; ".join(n for n in (e.note, f"1/p = {levels_text}") if n))
+    return {"estimate": e, "method_lr": math.nan, "baseline_lr": math.nan, "why": why}
+
+
+def measure_confirmed(claim: dict, runs, defaults: dict) -> dict:
+    """The advisor's measured speed-up with its interval (confirm.json beside the confirmation runs)
+    against the interval it predicted from its pilot runs."""
+    import json
+
+    dirs = sorted({p for r in runs for p in r.dir.parents if (p / "confirm.json").exists()}, key=lambda p: len(p.parts))
+    if not dirs:
+        raise NoRecords("no confirm.json (echo-advise confirm) above these runs")
+    res = json.loads((dirs[-1] / "confirm.json").read_text())
+    m, p = res.get("measured") or {}, res.get("predicted") or {}
+    if not finite(m.get("value")):
+        raise NoRecords(f"{dirs[-1] / 'confirm.json'} holds no measured speed-up ({res.get('verdict')})")
+    n = len(res.get("seeds") or [])
+    e = Estimate(float(m["value"]), float(m.get("lo", math.nan)) if finite(m.get("lo")) else math.nan,
+                 float(m.get("hi", math.nan)) if finite(m.get("hi")) else math.nan, n, n,
+                 f"{res.get('level')} vs SGD at R = {res.get('R')}")
+    pred = (float(p["lo"]), float(p["hi"])) if finite(p.get("lo")) and finite(p.get("hi")) else None
+    why = [] if pred else ["the advisor predicted no interval"]
+    return {"estimate": e, "method_lr": math.nan, "baseline_lr": math.nan, "why": why, "predicted": pred}
+
+
+def _conditions(claim: dict, runs) -> list:
+    """[(condition text, runs, claim)]: one per value of the ``when`` keys, per rate shared by both
+    sides (lr: same) and per target (target: a list)."""
+    when = claim.get("when") or []
+    when = [when] if isinstance(when, str) else list(when)
+    if claim.get("lr") == "same":
+        when.append("lr")
+    targets = claim.get("target") if isinstance(claim.get("target"), list) else [None]
+    out = []
+    for values, rs in (group(runs, *when).items() if when else [((), runs)]):
+        cond = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(when, values)]
+        for t in targets:
+            c = claim if t is None else {**claim, "target": t}
+            out.append((", ".join(cond + ([f"target={t:g}"] if t is not None else [])), rs, c))
+    return out
+
+
+def _row(c: dict, spec: dict, cond: str, m: dict) -> dict:
+    side, thr = rule(c)
+    e = m["estimate"]
+    why = m.get("why") or []
+    verdict = f"{NOT_INFORMATIVE} ({'; '.join(why)})" if why else judge(e, side, thr, m.get("predicted"))
+    return {"id": c["id"], "claim": c["claim"], "figure": c["figure"], "condition": cond, "quantity": c["quantity"],
+            "of": c["of"], "method": c["method"], "baseline": c.get("baseline", spec.get("baseline", "sgd")),
+            "holds_if": c["holds_if"], "method_lr": m.get("method_lr"), "baseline_lr": m.get("baseline_lr"),
+            "value": e.value, "lo": e.lo, "hi": e.hi, "n": e.n, "seeds": e.of, "note": e.note, "basis": e.basis,
+            "tuning_seeds": _show(spec.get("tuning_seeds") or []) if c.get("lr", "best") == "best" else "",
+            "measuring_seeds": _show(spec.get("measuring_seeds") or []) if c.get("lr", "best") == "best" else "all",
+            "predicted": m.get("predicted"), "verdict": verdict, "estimate": e}
 
 
 def evaluate(spec: dict, dirs) -> pd.DataFrame:
-    """One row per (claim, condition): the estimate, its verdict and the learning rates used."""
+    """One row per (claim, condition): the estimate, its verdict, the learning rates used, the seeds
+    that chose them and the seeds that measured the effect."""
     rows, cache = [], {}
     for c in spec["claims"]:
-        side, thr = rule(c)
-        runs = select(c, dirs, cache)
-        when = c.get("when") or []
-        when = [when] if isinstance(when, str) else list(when)
-        parts = group(runs, *when).items() if when else [((), runs)]
-        for values, rs in parts:
-            cond = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(when, values))
-            e, lr_m, lr_b = measure(c, rs, spec)
-            rows.append({"id": c["id"], "claim": c["claim"], "figure": c["figure"], "condition": cond,
-                         "quantity": c["quantity"], "of": c["of"], "method": c["method"],
-                         "baseline": c.get("baseline", spec.get("baseline", "sgd")), "holds_if": c["holds_if"],
-                         "method_lr": lr_m, "baseline_lr": lr_b, "value": e.value, "lo": e.lo, "hi": e.hi,
-                         "n": e.n, "seeds": e.of, "note": e.note, "verdict": judge(e, side, thr),
-                         "estimate": e})
+        try:
+            runs = select(c, dirs, cache)
+            parts = _conditions(c, runs)
+        except NoRecords as e:
+            rows.append(_row(c, spec, "", {"estimate": none(0, 0, str(e))}) | {"verdict": NO_RECORDS})
+            continue
+        for cond, rs, claim in parts:
+            try:
+                m = measure(claim, rs, spec)
+            except NoRecords as e:
+                if c.get("lr") == "same":
+                    continue  # a rate only one side ran
+                rows.append(_row(claim, spec, cond, {"estimate": none(0, 0, str(e))}) | {"verdict": NO_RECORDS})
+                continue
+            rows.append(_row(claim, spec, cond, m))
+        if not any(r["id"] == c["id"] for r in rows):
+            rows.append(_row(c, spec, "", {"estimate": none(0, 0, "no rate that both sides ran")})
+                        | {"verdict": NO_RECORDS})
     return pd.DataFrame(rows)
 
 
 def overall(conds: pd.DataFrame) -> str:
     """One verdict for a claim from its conditions' verdicts."""
     v = list(conds.verdict)
+    if all(x == NO_RECORDS for x in v):
+        return NO_RECORDS
+    if all(x.startswith(NOT_INFORMATIVE) or x == NO_RECORDS for x in v):
+        reasons = sorted({x[len(NOT_INFORMATIVE) + 2:-1] for x in v if x.startswith(NOT_INFORMATIVE)})
+        return f"{NOT_INFORMATIVE} ({'; '.join(reasons)})"
     if all(x == "holds" for x in v):
         return "holds"
     if all(x == "does not hold" for x in v):
@@ -247,16 +455,26 @@ def overall(conds: pd.DataFrame) -> str:
 
 
 def _effect(r) -> str:
-    kind = "difference" if r.quantity == "difference" else "ratio"
+    if r.verdict == NO_RECORDS:
+        return (f"{r.condition}: " if r.condition else "") + f"no records ({r.note})"
+    kind = {"difference": "difference", "slope": "difference"}.get(r.quantity, "ratio")
     text = fmt(r.estimate, "#.3g", kind).replace(f"(n={r.n}", f"(n={r.n} seeds", 1)
+    if r.estimate.has_interval:
+        text += f", interval over {r.basis}"
+    if r.predicted is not None and isinstance(r.predicted, tuple):
+        text += f"; predicted [{r.predicted[0]:.3g}, {r.predicted[1]:.3g}]"
     if finite(r.method_lr) and finite(r.baseline_lr):
         text += f", lr {r.method_lr:g} vs {r.baseline_lr:g}"
+    if r.tuning_seeds:
+        text += f" (rates chosen on seeds {r.tuning_seeds}, effect measured on seeds {r.measuring_seeds})"
     return (f"{r.condition}: " if r.condition else "") + text
 
 
 def verdict_markdown(df: pd.DataFrame, confidence: float = CONFIDENCE) -> str:
     what = {"speedup": "{baseline} ÷ {method} of {of} to target",
-            "ratio": "{baseline} ÷ {method} of final {of}", "difference": "{method} − {baseline} of final {of}"}
+            "ratio": "{baseline} ÷ {method} of final {of}", "difference": "{method} − {baseline} of final {of}",
+            "slope": "slope of log({of} to target) against log(1/p)",
+            "confirmed": "the advisor's measured speed-up in {of} against its predicted interval"}
     rows = []
     for cid, d in df.groupby("id", sort=False):
         r0 = d.iloc[0]
