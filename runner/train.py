@@ -16,14 +16,14 @@ from typing import Callable, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import accel, checkpoint, comm as comm_mod, data, dist, echo, models, pipeline, simclock
+from . import accel, checkpoint, comm as comm_mod, data, dist, echo, parts, pipeline, simclock
 from .config import build, config_hash, resolved
 from .errors import ConfigError, Diverged, Preempted
 from .launch import requeue, scheduler_signal
 from .metrics import Progress, build_sinks, clean, write_json
 from .schedules import lr_at
-from .schema import OptimKeys, ScheduleKeys
-from .step import amp_context, amp_mode, evaluate, grad_scaler, train_step
+from .schema import ScheduleKeys
+from .step import evaluate, train_step
 from .summary import make_summary, reached
 
 
@@ -129,7 +129,8 @@ class Timer:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, clock: Callable[[], float] = time.perf_counter):
+        """``clock``: the training clock's time source (a benchmark may count CPU time instead)."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ctx = ctx = dist.init(cfg.train.device, cfg.launcher.backend)
         dev, B = ctx.device, cfg.data.batch_size
@@ -139,22 +140,16 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the initial model (rank 0's is broadcast to every rank)
         self.splits = data.build(cfg.data)
         check_target(cfg.target, self.splits.task)
-        self.model = accel.prepare(models.build(cfg.model, self.splits.info).to(dev), cfg.train, dev, self.splits.info)
+        self.model = parts.model(cfg, self.splits.info, dev)
         if ctx.world > 1:
             comm_mod.broadcast_model(self.model)
         self.comm = comm_mod.build(cfg.comm, self.model, ctx, cfg.seed)
         self.net = accel.compile_net(self.comm.wrap(self.model), cfg.train)
-        self.opt = build(cfg.optim, OptimKeys)(self.model.parameters())
-        mode = amp_mode(cfg.train, dev)
-        self.amp, self.scaler = amp_context(mode, dev), grad_scaler(mode, dev)
+        self.opt = parts.optimizer(cfg, self.model)
+        self.amp, self.scaler = parts.precision(cfg.train, dev)
         self.budget = Budget(cfg.budget, B * ctx.world)
-        d, p = cfg.data, cfg.pipeline
-        self.pin = d.pin_memory if d.pin_memory is not None else dev.type == "cuda"
-        self.source = pipeline.build(
-            self.splits.train, self.splits.train_transform, batch_size=B, seed=cfg.seed, rank=ctx.rank,
-            world=ctx.world, workers=d.workers, prefetch_factor=d.prefetch_factor, pin_memory=self.pin,
-            persistent_workers=d.persistent_workers, examples_per_s=p.examples_per_s, prefetch=p.prefetch,
-            background=p.background, device=dev, channels_last=accel.uses_channels_last(cfg.train, dev, self.splits.info))
+        self.pin = parts.pin_memory(cfg.data, dev)
+        self.source = parts.source(cfg, self.splits, dev, ctx.rank, ctx.world)
         self.upstream = Limited(self.source, self.budget.batches)
         self.clock = simclock.from_config(cfg.hardware, B)
         transfer = lambda b: [t.to(dev) for t in b]  # fresh batches arrive on the device; a restored one does not
@@ -166,7 +161,7 @@ class Trainer:
             on_echo=self.splits.augment if cfg.data.augment_on_echo else None)
         torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
         self.c = Counters(next_eval=cfg.eval.every_loads or 0, next_ckpt=cfg.checkpoint.every_loads or 0)
-        self.loss, self.timer = LossMeter(dev), Timer(lambda: accel.sync(dev))
+        self.loss, self.timer = LossMeter(dev), Timer(lambda: accel.sync(dev), clock)
         self.resolved = resolved(cfg)
         self.chash = config_hash(self.resolved)
         self.stop_signal: Optional[int] = None

@@ -31,15 +31,14 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from runner import config, data, echo, models, schedules, summary, train
+from runner import config, data, echo, models, parts, schedules, summary, train
 from runner.comm import Local
-from runner.step import grad_scaler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +68,7 @@ def run(*overrides: str) -> list:
     from runner.metrics import read_jsonl
 
     with tempfile.TemporaryDirectory() as d:
-        t = train.Trainer(compose(*overrides), Path(d))
-        t.timer = train.Timer(lambda: None, clock=now)  # a CPU: nothing to synchronise
+        t = train.Trainer(compose(*overrides), Path(d), clock=now)
         with t.session():
             status = t.train()
         t.finish(status)
@@ -123,16 +121,17 @@ def echo_vs_plain(steps: int, blocks: int) -> tuple:
     """Seconds per step: echo steps from an EchoStream that never loads after its first step, and
     plain steps on the same device batch; alternating blocks, medians."""
     cfg = compose()
+    dev = torch.device("cpu")
     splits = data.build(cfg.data)
     torch.manual_seed(0)
-    model = models.build(cfg.model, splits.info)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model = parts.model(cfg, splits.info, dev)  # the run's own parts, as the trainer builds them
+    opt = parts.optimizer(cfg, model)
+    amp, scaler = parts.precision(cfg.train, dev)
     batch = [t[: cfg.data.batch_size] for t in splits.train.tensors]
     comm = Local(model)
     stream = echo.EchoStream(itertools.repeat(batch), policy="stochastic", schedule=schedules.constant(0.0))
     stream.next(0.0)  # the one load
-    scaler = grad_scaler("off", torch.device("cpu"))
-    step = lambda b: train.train_step(model, opt, scaler, b, comm, nullcontext, None)
+    step = lambda b: train.train_step(model, opt, scaler, b, comm, amp, cfg.optim.grad_clip)
     e_times, p_times = [], []
     for k in range(blocks):
         for side in ((0, 1) if k % 2 == 0 else (1, 0)):

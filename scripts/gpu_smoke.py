@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner import accel, config, pipeline, runs, summary
+from runner import accel, config, data, parts, runs, summary
 from runner.comm import Local
-from runner.image_folder import image_folder
 from runner.metrics import read_jsonl
-from runner.models import torchvision_model
-from runner.step import amp_context, grad_scaler, train_step
+from runner.step import train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,20 +47,28 @@ def write_jpegs(root: Path, classes: int, per_class: int, size: int) -> None:
                 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.jpg", quality=90)
 
 
-def step_time(dev: torch.device, batch: int, compile_: bool, repeats: int, steps: int) -> dict:
-    """Median seconds per step of ResNet-18 on a batch already on ``dev`` (bf16, channels_last)."""
+def workload(root: Path, dev: torch.device, batch: int, *overrides: str):
+    """The smoke's workload as echo-run composes it: ResNet-18 on the JPEG folder at 32x32, on ``dev``."""
+    return config.compose(["dataset=image_folder", f"data.root={root}", "data.image_size=32",
+                           f"data.batch_size={batch}", "model=resnet18", "data.max_test_examples=256",
+                           "logger.progress=false", f"train.device={dev.type}", *overrides])
+
+
+def step_time(root: Path, dev: torch.device, batch: int, compile_: bool, repeats: int, steps: int) -> dict:
+    """Median seconds per step of ResNet-18 on a batch already on ``dev``, built as the trainer builds
+    it (runner.parts: bf16 autocast on a GPU, channels_last)."""
+    amp_mode = "bf16" if dev.type == "cuda" else "off"
+    cfg = workload(root, dev, batch, f"train.amp={amp_mode}", f"train.compile={str(compile_).lower()}")
+    splits = data.build(cfg.data)
     torch.manual_seed(0)
-    model = torchvision_model("resnet18", num_classes=10, in_channels=3, small_input=True).to(dev)
-    cl = dev.type == "cuda"
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile_ else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model = parts.model(cfg, splits.info, dev)
+    net, opt = accel.compile_net(model, cfg.train), parts.optimizer(cfg, model)
+    amp, scaler = parts.precision(cfg.train, dev)
+    comm = Local(model)
+    cl = accel.uses_channels_last(cfg.train, dev, splits.info)
     x = torch.randn(batch, 3, 32, 32, device=dev)
     x = x.contiguous(memory_format=torch.channels_last) if cl else x
-    b = [x, torch.randint(0, 10, (batch,), device=dev)]
-    mode = "bf16" if dev.type == "cuda" else "off"
-    amp, scaler, comm = amp_context(mode, dev), grad_scaler(mode, dev), Local(model)
+    b = [x, torch.randint(0, splits.info["num_classes"], (batch,), device=dev)]
     t0 = time.perf_counter()
     for _ in range(3):  # warm-up (and compilation)
         train_step(net, opt, scaler, b, comm, amp, None)
@@ -76,14 +82,14 @@ def step_time(dev: torch.device, batch: int, compile_: bool, repeats: int, steps
             train_step(net, opt, scaler, b, comm, amp, None)
         accel.sync(dev)
         times.append((time.perf_counter() - t0) / steps)
-    return {"compile": compile_, "amp": mode, "channels_last": cl, "batch": batch, "median_s": statistics.median(times),
-            "min_s": min(times), "max_s": max(times), "warmup_s": warm}
+    return {"compile": compile_, "amp": amp_mode, "channels_last": cl, "batch": batch,
+            "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "warmup_s": warm}
 
 
 def loader_throughput(root: Path, dev: torch.device, workers: int, batch: int, batches: int) -> dict:
-    s = image_folder(str(root), image_size=32, augment=True)
-    src = pipeline.build(s.train, s.train_transform, batch_size=batch, seed=0, workers=workers, device=dev,
-                         pin_memory=dev.type == "cuda", channels_last=dev.type == "cuda")
+    """The training pipeline as the trainer builds it (runner.parts), nothing consuming but this loop."""
+    cfg = workload(root, dev, batch, f"data.workers={workers}")
+    src = parts.source(cfg, data.build(cfg.data), dev)
     try:
         for _ in range(3):  # warm-up: the workers start
             next(src)
@@ -98,13 +104,11 @@ def loader_throughput(root: Path, dev: torch.device, workers: int, batch: int, b
 
 def train_runs(root: Path, dev: torch.device, batch: int, steps: int, out: Path) -> dict:
     """Plain SGD and adaptive echoing behind 2 workers, through echo-run's own runs."""
-    common = ["dataset=image_folder", f"data.root={root}", "data.image_size=32", f"data.batch_size={batch}",
-              "data.workers=2", "model=resnet18", "eval.every_loads=null", "data.max_test_examples=256",
-              "logger.progress=false", f"train.device={dev.type}", f"budget.steps={steps}", "checkpoint.enabled=false"]
+    common = ["data.workers=2", "eval.every_loads=null", f"budget.steps={steps}", "checkpoint.enabled=false"]
     res = {}
     for name, ov in (("sgd", ["schedule=none"]), ("adaptive", ["echo=adaptive"])):
         run_dir = out / name
-        runs.run_once(config.compose([*common, *ov]), run_dir)
+        runs.run_once(workload(root, dev, batch, *common, *ov), run_dir)
         last = read_jsonl(run_dir / "metrics.jsonl")[-1]
         res[name] = {"steps": last["step"], "example_loads": last["example_loads"], "wall_s": last["wall_s"],
                      "idle_s": last["idle_s"], "idle_fraction": last["idle_s"] / last["wall_s"],
@@ -145,7 +149,7 @@ def main() -> None:
         root = Path(tmp) / "jpegs"
         write_jpegs(root, classes=10, per_class=16 if tiny else 512, size=64)
         print("1. ResNet-18 step time (bf16, channels_last), without and with torch.compile...", flush=True)
-        res["step"] = [step_time(dev, batch, c, repeats=3 if tiny else 7, steps=2 if tiny else 30)
+        res["step"] = [step_time(root, dev, batch, c, repeats=3 if tiny else 7, steps=2 if tiny else 30)
                        for c in ((False,) if tiny else (False, True))]
         print("2. image-folder pipeline throughput...", flush=True)
         res["loader"] = [loader_throughput(root, dev, w, batch, 5 if tiny else 60) for w in ((1, 2) if tiny else (2, 8))]

@@ -18,14 +18,8 @@ from . import profile as prof
 
 RESULTS = Path("results") / "advisor"
 
-USAGE = """echo-advise: how much data echoing for your workload on this machine?
-
-  echo-advise measure   [OVERRIDES...] [--name measured] [--profile-dir DIR]
-  echo-advise recommend [OVERRIDES...] [--levels ...] [--seeds ...] [--budget-fraction F] [--max-runs N]
-                        [--ratios R ...] [--confirm]
-  echo-advise confirm   [OVERRIDES...] [--seeds ...]
-
-OVERRIDES are echo-run's (dataset=..., data.workers=4, model=..., data.batch_size=..., train.device=...,
+DESCRIPTION = "How much data echoing for your workload on this machine? Measure, recommend, confirm."
+EPILOG = """OVERRIDES are echo-run's (dataset=..., data.workers=4, model=..., data.batch_size=..., train.device=...,
 launcher=torchrun launcher.nproc_per_node=2): the workload. `echo-advise COMMAND --help` for the options.
 """
 
@@ -47,16 +41,21 @@ def _measuring(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=20, help="timed training steps (default: %(default)s)")
 
 
-def parsers() -> dict:
+def parsers() -> tuple:
+    """(echo-advise's parser, its subcommands' parsers by name)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    m = argparse.ArgumentParser(prog="echo-advise measure", formatter_class=fmt, description=(
+    ap = argparse.ArgumentParser(prog="echo-advise", formatter_class=fmt, description=DESCRIPTION, epilog=EPILOG)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    m = sub.add_parser("measure", formatter_class=fmt, help="R on this machine: writes the hardware profile",
+                       epilog=EPILOG, description=(
         "Measure this machine on the workload: the pipeline's throughput with the configured workers, the "
         "step time, an evaluation, and under launcher=torchrun one all-reduce of the model; print R (batch "
         "load time / step time) with its spread and write the hardware profile that runs select as "
         "hardware=measured."))
     _common(m)
     _measuring(m)
-    r = argparse.ArgumentParser(prog="echo-advise recommend", formatter_class=fmt, description=(
+    r = sub.add_parser("recommend", formatter_class=fmt, help="a pilot grid on the simulated clock: the level to use",
+                       epilog=EPILOG, description=(
         "Measure R (or take --ratios), run a pilot grid of echo levels x seeds on the simulated clock with "
         "the profile, each run stopping at the target, and recommend the level with the shortest simulated "
         "time to the target (monotone in R), with its predicted speed-up over plain SGD and a 95% interval "
@@ -83,14 +82,15 @@ def parsers() -> dict:
     r.add_argument("--confirm", action="store_true", help="then confirm (see echo-advise confirm)")
     r.add_argument("--confirm-seeds", type=int, nargs="+", default=None, help="seeds to confirm (default: --seeds)")
     _measuring(r)
-    c = argparse.ArgumentParser(prog="echo-advise confirm", formatter_class=fmt, description=(
+    c = sub.add_parser("confirm", formatter_class=fmt, help="SGD against the recommendation, for real",
+                       epilog=EPILOG, description=(
         "Train plain SGD and the recommended level for real on the actual pipeline (hardware=measured, so "
         "each run records sim_s beside wall_s) and report the measured wall-clock speed-up beside the "
         "interval that recommend predicted: inside it, or by how much it missed."))
     _common(c)
     c.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the pilot's seeds)")
     c.add_argument("--out", default=None, help="the directory recommend wrote (default: as recommend's)")
-    return {"measure": m, "recommend": r, "confirm": c}
+    return ap, {"measure": m, "recommend": r, "confirm": c}
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -318,17 +318,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run a command; exit with its status (2 with one paragraph for bad input)."""
     args = list(sys.argv[1:] if argv is None else argv)
     import_from_cwd()  # the user's own classes, as in echo-run
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
-        if args and args[0] not in ("-h", "--help"):
-            print(f"echo-advise: error: unknown command {args[0]!r}: measure, recommend or confirm.", file=sys.stderr)
-            sys.exit(2)
-        sys.exit(0 if args else 2)
+    ap, commands = parsers()
+    if not args or args[0] not in commands:
+        ap.parse_args(args[:1])  # --help: exit 0; no command or an unknown one: argparse's error, exit 2
+    # The command's own parser takes the rest intermixed, so that echo-run's overrides may stand between
+    # options (argparse parses no subparser intermixed).
     cmd = args.pop(0)
-    ap = parsers()[cmd]
-    a = ap.parse_intermixed_args(args)
-    code = run(cmd, a)
-    sys.exit(code)
+    a = commands[cmd].parse_intermixed_args(args)
+    sys.exit(run(cmd, a))
 
 
 def run(cmd: str, a, log=None) -> int:

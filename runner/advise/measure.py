@@ -172,12 +172,10 @@ def measure_workload(cfg, *, windows: int = 5, window_s: float = 0.5, steps: int
     """The measurements of the module's docstring for the composed config ``cfg``."""
     import torch
 
-    from .. import accel, data, models, pipeline
+    from .. import accel, data, parts
     from ..comm import Local
-    from ..config import build
     from ..dist import pick_device
-    from ..schema import OptimKeys
-    from ..step import amp_context, amp_mode, evaluate, grad_scaler, train_step
+    from ..step import evaluate, train_step
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -187,23 +185,17 @@ def measure_workload(cfg, *, windows: int = 5, window_s: float = 0.5, steps: int
     with starting("building the data set"):
         splits = data.build(d)
     with starting("building the model and its optimizer"):
-        model = accel.prepare(models.build(cfg.model, splits.info).to(dev), cfg.train, dev, splits.info)
+        model = parts.model(cfg, splits.info, dev)
         net = accel.compile_net(model, cfg.train)
-        opt = build(cfg.optim, OptimKeys)(model.parameters())
-    mode = amp_mode(cfg.train, dev)
-    amp, scaler = amp_context(mode, dev), grad_scaler(mode, dev)
-    pin = d.pin_memory if d.pin_memory is not None else dev.type == "cuda"
+        opt = parts.optimizer(cfg, model)
+    amp, scaler = parts.precision(cfg.train, dev)
     with starting("building the input pipeline"):
-        source = pipeline.build(
-            splits.train, splits.train_transform, batch_size=d.batch_size, seed=cfg.seed, workers=d.workers,
-            prefetch_factor=d.prefetch_factor, pin_memory=pin, persistent_workers=d.persistent_workers,
-            examples_per_s=p.examples_per_s, prefetch=p.prefetch, background=p.background, device=dev,
-            channels_last=accel.uses_channels_last(cfg.train, dev, splits.info))
+        source = parts.source(cfg, splits, dev)
     depth = int(p.prefetch) + int(d.workers) * int(d.prefetch_factor or 0)
 
     def one_eval() -> float:
         t = time.perf_counter()
-        evaluate(model, pipeline.eval_batches(splits.test, cfg.eval.batch_size, d.workers, dev, pin), splits.task, amp)
+        evaluate(model, parts.eval_batches(cfg, splits, dev), splits.task, amp)
         accel.sync(dev)
         return time.perf_counter() - t
 
