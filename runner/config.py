@@ -31,8 +31,9 @@ CONF_DIR = _conf_dir()
 # options and does not replace shipped ones). ``echo-advise measure`` writes its profiles there.
 USER_CONF_DIR = "conf"
 # Most working directories have no conf/: that is the usual case, not a warning (Hydra warns about every
-# search path entry that is not a directory; a missing one given on the command line still warns).
-warnings.filterwarnings("ignore", message=rf"provider=hydra\.searchpath in main, path={USER_CONF_DIR} is not available")
+# search path entry that is not a directory; any other missing one still warns).
+warnings.filterwarnings("ignore", message=rf"provider=hydra\.searchpath in (main|command-line), path={USER_CONF_DIR} is "
+                        "not available")
 
 # Options that change how a run is watched or launched, not what it computes.
 _NOT_HASHED = ("resume", "logger", "name", "checkpoint")

@@ -90,8 +90,9 @@ def load(name: str = DEFAULT_NAME, directory: Optional[str] = None) -> Optional[
 
 
 def searchpath(directory: Optional[str]) -> list:
-    """The override that lets Hydra find a profile written with --profile-dir."""
-    return [f"hydra.searchpath=[file://{Path(directory).expanduser().resolve()}]"] if directory else []
+    """The override that lets Hydra find a profile written with --profile-dir. It replaces config.yaml's
+    search path, so it names the working directory's conf/ again (the user's own groups stay selectable)."""
+    return [f"hydra.searchpath=[{USER_CONF_DIR},file://{Path(directory).expanduser().resolve()}]"] if directory else []
 
 
 def matches(profile: Optional[dict], resolved: dict) -> bool:
