@@ -31,7 +31,7 @@ def _common(ap: argparse.ArgumentParser) -> None:
                          "hardware=NAME by runs started there (default: %(default)s)")
     ap.add_argument("--profile-dir", default=None, metavar="DIR",
                     help="write/read the profile as DIR/hardware/NAME.yaml instead (runs then add "
-                         "hydra.searchpath=[file://DIR])")
+                         "hydra.searchpath=[conf,file://DIR])")
 
 
 def _measuring(ap: argparse.ArgumentParser) -> None:

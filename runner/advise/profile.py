@@ -5,7 +5,7 @@ it belongs to.
 by default; git-ignored in a checkout), never into the installed package: that conf/ is on Hydra's search
 path (``runner.config.USER_CONF_DIR``), so any later run from the same directory selects it as
 ``hardware=measured``. With ``--profile-dir DIR`` it writes ``DIR/hardware/<name>.yaml`` instead,
-selected with ``hydra.searchpath=[file://DIR] hardware=<name>``.
+selected with ``hydra.searchpath=[conf,file://DIR] hardware=<name>`` (conf: the working directory's).
 Its numbers are the simulated clock's (``runner.simclock``); ``info`` says where they came from:
 the machine, the workload, the date, the command and the spread of every measurement.
 
@@ -77,7 +77,7 @@ def write(profile: dict, name: str = DEFAULT_NAME, directory: Optional[str] = No
         tmp.replace(p)
     except OSError as e:
         raise ConfigError(f"cannot write the hardware profile {p}: {e.strerror or e}. Give --profile-dir DIR, a "
-                          "directory you can write (then select the profile with hydra.searchpath=[file://DIR] "
+                          "directory you can write (then select the profile with hydra.searchpath=[conf,file://DIR] "
                           f"hardware={name}).") from None
     return p
 
