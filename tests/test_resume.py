@@ -111,10 +111,13 @@ def deterministic(summary: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def imported() -> None:
     # Imported once here, so that each forked run starts in a second instead of importing for 15.
     import runner.cli, runner.train, sklearn.datasets, torch._dynamo, transformers  # noqa: F401, E401
 
+
+@pytest.fixture(scope="module")
+def reference(imported, tmp_path_factory) -> Path:
     ref = tmp_path_factory.mktemp("ref") / "run"
     assert fork_cli(ref, ref.parent / "log") == 0, (ref.parent / "log").read_text()
     return ref
@@ -164,8 +167,16 @@ def test_killed_and_preempted_run_resumes_exactly(reference, tmp_path):
     assert wait(pid) == -9, log.read_text()
     assert not (run / "summary.json").exists()
 
-    # 6. The same command once more finishes the run.
+    # 6. The newest checkpoint is damaged on disk (a block of its middle zeroed: torch.load alone would
+    # read it). The same command says so, moves it aside, continues from the previous one, and finishes.
+    assert checkpoint.prev_path(run, 0).exists()
+    with open(checkpoint.path(run, 0), "r+b") as f:
+        f.seek(f.seek(0, os.SEEK_END) // 2)
+        f.write(b"\0" * 4096)
     assert fork_cli(run, log) == 0, log.read_text()
+    err = log.read_text()
+    assert "rank0.pt cannot be read" in err and "continues from the previous checkpoint" in err, err
+    assert checkpoint.damaged_path(run, 0).exists()
 
     got, want = read_records(run), read_records(reference)
     assert len(want) == 7 and [r["example_loads"] for r in got] == [r["example_loads"] for r in want]
@@ -230,11 +241,41 @@ def test_a_run_with_loader_workers_killed_mid_epoch_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+# Batch and example echoing through the trainer (stochastic: the test above; adaptive, on the simulated
+# clock: tests/test_simclock.py), on a simulated loader 3 step-times per batch: 20 fresh batches of 32
+# digits, a record every 128 loads.
+POLICY = {"batch": ("echo=batch", "echo.factor=3", "train.amp=fp16"),  # fp16: the loss scaler resumes too
+          "example": ("echo=example", "echo.factor=2", "echo.buffer=64")}
+SMALL = ("logger.progress=false", "train.threads=1", "model._target_=tests.helpers.Tripwire", "model.width=4",
+         "data.max_test_examples=64", "budget.example_loads=640", "eval.every_loads=128", "hardware=ratio",
+         "hardware.ratio=3")
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY))
+def test_batch_and_example_echoing_killed_mid_run_resume_exactly(imported, tmp_path, policy):
+    """Killed by SIGKILL inside its 4th evaluation (checkpoints of 128 and 256 loads on disk), then the
+    same command: the records, the model and the loss scaler of an unbroken run."""
+    args = (*SMALL, *POLICY[policy])
+    ref, run, log = tmp_path / "ref", tmp_path / "run", tmp_path / "log"
+    assert fork_cli(ref, log, args=args) == 0, log.read_text()
+    want = read_records(ref)
+    # Batch echoing uses every fresh batch 3 times; example echoing every example twice.
+    assert want[-1]["step"] == {"batch": 20 * 3, "example": 2 * 640 // 32}[policy]
+    assert want[-1]["example_loads"] == 640 and want[-1]["echo_steps"] > 0
+    assert fork_cli(run, log, "evaluate:4", args=args) == -9
+    assert ckpt(run)["counters"]["example_loads"] == 256
+    assert fork_cli(run, log, args=args) == 0, log.read_text()
+    assert without_wall(read_records(run)) == without_wall(want)
+    a, b = ckpt(run), ckpt(ref)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert a["scaler"] == b["scaler"] and (policy != "batch" or a["scaler"]["scale"] > 1)
+
+
 def test_full_disk_on_checkpoint_keeps_the_previous_one(tmp_path):
     """ENOSPC for real: the temporary checkpoint file is a link to /dev/full."""
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    state = {"w": torch.arange(10.0)}
+    state = {"w": torch.arange(10.0), "counters": {"step": 1}}
     checkpoint.save(tmp_path, 0, state)
     before = checkpoint.path(tmp_path, 0).read_bytes()
     tmp = checkpoint.path(tmp_path, 0).with_suffix(f".tmp{os.getpid()}")
@@ -252,9 +293,39 @@ def test_a_damaged_checkpoint_is_refused_not_overwritten(tmp_path):
     p = checkpoint.path(tmp_path, 0)
     p.parent.mkdir()
     p.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="no readable checkpoint of rank 0 remains.*rank0.pt cannot be read"):
         checkpoint.load(tmp_path, 0)
     assert p.read_bytes() == b"not a checkpoint"
+
+
+def damage(p: Path) -> None:
+    """Zero a block in the middle of ``p`` (inside the tensors' bytes: torch.load alone would read it)."""
+    with open(p, "r+b") as f:
+        f.seek(f.seek(0, os.SEEK_END) // 2)
+        f.write(b"\0" * 64)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    for step in (10, 20):
+        checkpoint.save(tmp_path, 0, {"counters": {"step": step}, "w": torch.randn(1000)})
+    damage(checkpoint.path(tmp_path, 0))
+    assert checkpoint.load(tmp_path, 0)["counters"]["step"] == 10
+    err = capsys.readouterr().err
+    assert "rank0.pt cannot be read" in err and "CRC-32" in err and "(step 10)" in err
+    # Moved aside, so that the next save does not rotate it in as the previous checkpoint.
+    assert not checkpoint.path(tmp_path, 0).exists() and checkpoint.damaged_path(tmp_path, 0).exists()
+    checkpoint.save(tmp_path, 0, {"counters": {"step": 20}})
+    assert checkpoint.load(tmp_path, 0)["counters"]["step"] == 20
+    assert checkpoint.load(tmp_path, 0)["counters"]["step"] == 20 and not capsys.readouterr().err
+    # Both damaged: nothing readable remains, and the run is refused with both reasons.
+    damage(checkpoint.prev_path(tmp_path, 0))
+    checkpoint.path(tmp_path, 0).write_bytes(b"")
+    with pytest.raises(ConfigError, match="rank0.pt: BadZipFile.*rank0.prev.pt: its record .* fails its CRC-32"):
+        checkpoint.load(tmp_path, 0)
+    # A readable file of another program is not a checkpoint either.
+    torch.save({"w": torch.zeros(3)}, checkpoint.path(tmp_path, 1))
+    with pytest.raises(ConfigError, match="holds no checkpoint of echo-run"):
+        checkpoint.load(tmp_path, 1)
 
 
 def test_ranks_resume_from_the_newest_step_they_all_saved(tmp_path):
@@ -277,6 +348,9 @@ def test_ranks_resume_from_the_newest_step_they_all_saved(tmp_path):
     saved(2, 20)
     os.replace(checkpoint.path(tmp_path, 2), checkpoint.prev_path(tmp_path, 2))  # killed between the renames
     assert agreed(3) == [20, 20, 20]
+    damage(checkpoint.path(tmp_path, 1))  # rank 1's newest (20) is damaged: every rank resumes from 10
+    assert agreed(2) == [10, 10]
+    saved(1, 20)
     saved(0, 30, 40)  # more than one save apart: cannot happen, and is refused rather than guessed
     with pytest.raises(ConfigError, match="cannot resume together"):
         agreed(2)
