@@ -255,7 +255,7 @@ def per_example(runs, metric: str):
     for r in runs:
         try:
             got = reader(r.dir)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError):  # no file (an older run) or an unreadable one: seeds only
             return None
         v = _pick_values(got, metric)
         if v is None:
@@ -268,31 +268,22 @@ def per_example(runs, metric: str):
 
 
 def _pick_values(got, metric: str):
-    """The per-example array a reader returned for this metric: a mapping (``correct``, ``loss``) or
-    an array (correctness for an accuracy, a loss otherwise)."""
+    """The per-example array, if it is this metric's: right or not (booleans) for an accuracy, a loss
+    per example (floats) for a perplexity or a loss."""
     if got is None:
         return None
-    want = ("correct",) if metric.endswith("acc") else ("loss", "losses")
-    if isinstance(got, dict):
-        return next((got[k] for k in want if got.get(k) is not None), None)
-    return got
+    got = np.asarray(got)
+    return got if (got.dtype == bool) == metric.endswith("acc") else None
 
 
 def _example_reader():
-    """The records' reader of a run's per-example file (written beside metrics.jsonl), where this
-    version of the runner has one; None otherwise (every interval is then over seeds only)."""
-    import importlib
-
-    for mod, names in (("runner.records", ("read_examples", "read_per_example", "load_examples")),
-                       ("runner.summary", ("read_examples", "read_per_example", "load_examples"))):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        for n in names:
-            if callable(getattr(m, n, None)):
-                return getattr(m, n)
-    return None
+    """The reader of a run's per-example file (``runner.records``, written beside metrics.jsonl);
+    FileNotFoundError for a run without one. None where this runner has no such records."""
+    try:
+        from ..records import load_final_examples
+    except ImportError:
+        return None
+    return load_final_examples
 
 
 # ------------------------------------------------------------------------------- per-seed values

@@ -1,51 +1,77 @@
 """``echo-report verdict SPEC.yaml DIR...``: the verdict table, generated from a spec of claims.
 
-Each claim names the runs that test it, one quantity measured on them over seeds (a paired
-comparison of a method with a baseline, seeds matched by seed) and the side of a threshold that the
-claim says the quantity is on. The verdict comes from the 95 % interval of the quantity:
+Each claim names the runs that test it, one quantity measured on them (a paired comparison of a
+method with a baseline, seeds matched by seed, or a slope over reuse levels) and the side of a
+threshold that the claim says the quantity is on. The verdict comes from the 95 % interval:
 
-- **holds** when the interval lies entirely on the claimed side of the threshold;
-- **does not hold** when it lies entirely on the other side;
+- **holds** when the interval lies entirely on the claimed side of the threshold (for "= X ± T":
+  inside the band; for "inside predicted": inside the advisor's predicted interval);
+- **does not hold** when it lies entirely on the other side (outside the band or interval);
 - **inconclusive** otherwise: the interval straddles the threshold, or there is none (one seed; a
   seed that missed the target, which is never averaged away: ``not reached by k of n seeds``);
+- **not informative (the reason)** when the row cannot decide whatever its interval: the baseline's
+  accuracy is within ``chance_margin`` (0.05) of chance (1 / classes), or, for a claim between tuned
+  methods (``lr: best``), a side's best rate is at an edge of its grid or it ran at one rate only;
+- **no records** when the runs the claim reads are not there (yet): its directory, its method;
 - with ``when`` (conditions), the quantity and a verdict per value of the condition keys, and the
   claim **holds** (every condition), **does not hold** (every condition), **holds only when
   hardware.ratio=4, 8** (some), or is **inconclusive** (none held; those where it does not hold are named).
+
+No winner's curse: with ``tuning_seeds`` and ``measuring_seeds``, a tuned side's best rate is chosen
+on the tuning seeds and the effect measured on the measuring seeds at that rate; each row (CSV
+columns ``tuning_seeds``, ``measuring_seeds``; the Markdown cell) says which seeds did which.
+
+Intervals: a final metric (``difference``; ``ratio`` of a perplexity) is compared by a two-level
+bootstrap over seeds and test examples (``stats.two_level_bootstrap``) where every run keeps its
+per-example results; otherwise, and for times to target, by a t interval over seeds. Each row says
+which (CSV column ``basis``: ``seeds × test examples`` or ``seeds only``).
 
 The spec (YAML)::
 
     baseline: sgd            # optional: the default comparator of every claim (default sgd)
     metric: test_acc         # optional: the metric that picks each method's best lr (default: by task)
     confidence: 0.95         # optional
+    tuning_seeds: [0, 1]     # optional: the seeds that choose each best rate (default: every seed)
+    measuring_seeds: [2, 3, 4]   # optional: the seeds that measure the effect (default: every seed)
+    chance_margin: 0.05      # optional
     claims:
       - id: C1
         claim: Cosine echoing reaches the target in fewer example loads than SGD
         figure: results/figures/methods.png
         runs: methods                   # a sub-directory of each DIR, or a filter:
                                         #   {dir: methods, where: {KEY: VALUE or [VALUES]}} (dir optional)
-        quantity: speedup               # speedup | ratio | difference (below)
+        quantity: speedup               # speedup | ratio | difference | slope | confirmed (below)
         of: example_loads               # the counter or metric the quantity is of
         method: cosine                  # a method label: summary.json's method, "cosine+on_load ×2" for a world size
         baseline: sgd                   # optional: overrides the spec's baseline
-        holds_if: "> 1"                 # "> X" or "< X": the claimed side of the threshold X
-        target: 0.9                     # optional (speedup): a target value instead of the runs' own
-        lr: best                        # optional: best (default: each side at its own best lr) or a number
+        holds_if: "> 1"                 # "> X", "< X", "= X ± T" or "inside predicted"
+        target: 0.9                     # optional (speedup, slope): a target value, or a list (a row per target)
+        lr: best                        # optional: best (default: each side at its own best rate), a
+                                        #   number, or same (a row per rate both sides ran, every seed)
         when: hardware.ratio            # optional: a key or a list of keys: a verdict per value
+        at: comm_rounds                 # optional (difference): the metric at the largest value of
+                                        #   this counter that every run reached (equal rounds, bytes)
+        across_budgets: true            # optional: compare runs of different budgets on purpose
 
-Quantities (each a paired comparison matched by seed, with a t interval over the seeds):
+Quantities:
 
 - ``speedup``: baseline ÷ method of ``of`` (``example_loads``, ``step``, ``epoch``, ``wall_s``, ``sim_s``,
   ``comm_rounds``, ``comm_bytes``) at the first record that reached the target; geometric mean over
-  seeds, interval from the log ratios. > 1: the method needs less. ``of: comm_rounds`` is the ratio of
-  communication rounds at equal accuracy.
-- ``ratio``: baseline ÷ method of the final value of ``of`` (e.g. ``comm_rounds`` at the end of the budget).
-- ``difference``: method − baseline of the final value of ``of`` (e.g. ``test_acc``).
+  seeds, t interval from the log ratios. > 1: the method needs less.
+- ``ratio``: baseline ÷ method of the final value of ``of`` (``comm_rounds`` at the end of the budget;
+  ``test_ppl``: > 1 when the method's perplexity is lower).
+- ``difference``: method − baseline of the final value of ``of`` (e.g. ``test_acc``), or at ``at``.
+- ``slope``: the least-squares slope of log(``of`` to target) against log(1/p) over the reuse levels
+  of the runs (SGD is 1/p = 1, Algorithm 1 with constant p), each level at its own best rate, one
+  slope per seed with a t interval over seeds; the Theorem's linear speed-up is -1.
+- ``confirmed``: the advisor's measured speed-up with its interval (confirm.json above the runs)
+  against the interval it predicted (``holds_if: inside predicted``).
 
 Keys in ``where`` and ``when`` are dotted config keys (``hardware.ratio``, ``optim.lr``, ``schedule.p``)
-or a run's labels (``method``, ``world_size``, ``seed``). Each side's best learning rate is the one with
-the best mean ``metric`` at equal example loads (``stats.best_lr_at_equal_loads``). Runs of more than
-one data set, model, budget or world size in one comparison are refused: narrow ``where`` or add the
-key to ``when``.
+or a run's labels (``method``, ``world_size``, ``seed``, ``lr``). Each side's best learning rate is the
+one with the best mean ``metric`` at equal example loads (``stats.best_lr_at_equal_loads``). Runs of
+more than one data set, model, budget or world size in one comparison are refused: narrow ``where``
+or add the key to ``when``.
 """
 from __future__ import annotations
 
