@@ -351,7 +351,8 @@ class EchoLoader:
     and ``p`` (at the last step) count the whole training. ``state_dict`` / ``load_state_dict`` hold
     these, the coin, the held batch and the buffer, and the wrapped loader's state when it has one
     (torchdata's StatefulDataLoader): a resumed EchoLoader continues the same batches and decisions.
-    Attributes it does not have are the wrapped loader's (``dataset``, ``batch_size``, ``sampler``).
+    It is deliberately not a DataLoader, nor does it pass the loader's attributes on: code that
+    rebuilds a DataLoader from them (accelerate's skip_first_batches) would drop the echoing.
     """
 
     def __init__(self, loader: Iterable, policy: str = "batch", factor: float = 2.0, *, p: Optional[float] = None,
@@ -455,11 +456,6 @@ class EchoLoader:
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(epoch)
-
-    def __getattr__(self, name: str):
-        if name.startswith("_") or name == "loader":  # ours, not there yet (unpickling, a failed __init__)
-            raise AttributeError(name)
-        return getattr(self.loader, name)
 
     # -- checkpointing: torchdata's Stateful protocol
     def state_dict(self) -> dict:

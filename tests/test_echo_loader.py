@@ -221,8 +221,10 @@ def test_an_abandoned_adaptive_loader_stops_its_thread(how):
 
 
 EXIT_SCRIPT = """
-import itertools, time, torch
+import itertools, sys, time, torch
 from runner.echo import EchoLoader
+import runner.integrations
+print("imported:", sorted(m for m in ("transformers", "lightning") if m in sys.modules))
 
 class Slow:
     def __init__(self, fail_at=-1):
@@ -252,7 +254,8 @@ print("abandoned mid-epoch, exiting")
 @pytest.mark.timeout(120)
 def test_nothing_hangs_at_exit():
     """A loader that raised, and one abandoned mid-epoch with its thread inside torch: the process
-    exits normally (a daemon thread still running torch code at shutdown aborts it)."""
+    exits normally (a daemon thread still running torch code at shutdown aborts it). The script is a
+    user's, in a fresh Python: runner.echo and runner.integrations import no trainer library."""
     p = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=100)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.splitlines() == ["raised: the loader broke", "abandoned mid-epoch, exiting"]
+    assert p.stdout.splitlines() == ["imported: []", "raised: the loader broke", "abandoned mid-epoch, exiting"]
