@@ -4,7 +4,7 @@ PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 SCALE ?= small
 
-.PHONY: help install run test test-fast
+.PHONY: help install run test test-fast docs
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,9 +26,16 @@ run: $(VENV_STAMP)  ## the embedded default: digits, small CNN, cosine echoing
 test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun with 2 processes)
 	.venv/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
 	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(MKDOCS)
 
 test-fast: $(VENV_STAMP)  ## the tests in this process only (no torchrun, sweeps or subprocesses): a couple of minutes
 	.venv/bin/pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+# The docs site (mkdocs.yml, docs/): --strict fails on a broken link, anchor or reference; the CLI page
+# runs the three commands' --help (docs/hooks.py).
+MKDOCS := NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q
+docs: $(VENV_STAMP)  ## build the docs site into site/ (open site/index.html; or .venv/bin/mkdocs serve)
+	$(MKDOCS)
 
 # ---- figures: `make figures` runs what is missing (a finished run is never re-run) and redraws ----
 # One figure per question (README, "Results"), each method at its own best learning rate: the best
