@@ -360,18 +360,19 @@ GRID = ["--ratios", "1", "8", "--levels", "adaptive", "--seeds", "0", "--budget-
 
 @pytest.fixture(scope="module")
 def digits_grid(tmp_path_factory):
-    """One grid made in two calls: stopped by --max-runs after one run, then finished."""
+    """One grid at the workload's rate (--same-rate), made in two calls: stopped by --max-runs after one
+    run, then finished."""
     out = tmp_path_factory.mktemp("grid")
-    calls = [advise("recommend", *DIGITS, *GRID, "--out", str(out), "--max-runs", "1")]
-    calls.append(advise("recommend", *DIGITS, *GRID, "--out", str(out)))
+    calls = [advise("recommend", *DIGITS, *GRID, "--same-rate", "--out", str(out), "--max-runs", "1")]
+    calls.append(advise("recommend", *DIGITS, *GRID, "--same-rate", "--out", str(out)))
     return out, calls, json.loads((out / "grid.json").read_text())
 
 
 def test_a_partial_grid_is_kept_and_continued(digits_grid):
     out, calls, grid = digits_grid
     code, _, err = calls[0]
-    assert code == 2 and "--max-runs 1 allowed 1 new runs" in err and "3 cells are still missing" in err
-    assert "pilot: 4 cells" in err and "0 found done, 4 to run, 1 in this call" in err
+    assert code == 2 and "--max-runs 1 allowed 1 new runs" in err and "3 runs are still missing" in err
+    assert "pilot: 4 runs" in err and "0 found done, 4 to run, 1 in this call" in err
     assert "Traceback" not in err
     code, out2, err = calls[1]
     assert code == 0, err
@@ -395,10 +396,21 @@ def test_slower_loaders_get_more_echoing(digits_grid):
     assert rec["8"]["speedup"]["value"] == pytest.approx(sgd / ada) and sgd / ada > 1
     assert math.isnan(rec["8"]["speedup"]["lo"]) and "one seed" in rec["8"]["speedup"]["note"]
     _, stdout, _ = calls[1]
-    assert f"at R = 8 use adaptive (8 steps per fresh batch): predicted speed-up over plain SGD {sgd / ada:.2f}x" in stdout
+    assert (f"at R = 8 use adaptive (8 steps per fresh batch) at lr 0.05: predicted speed-up over plain SGD (the same "
+            f"lr, --same-rate) {sgd / ada:.2f}x") in stdout
     md = (out / "advice.md").read_text()
     assert "| 8 |" in md and "**adaptive**" not in md.split("| 1 |")[1].split("\n")[0]
     assert (out / "heatmap.png").stat().st_size > 10_000 and (out / "heatmap.pdf").exists()
+
+
+def test_same_rate_mode_runs_every_level_at_the_workloads_rate_and_says_so(digits_grid):
+    out, _, grid = digits_grid
+    assert grid["same_rate"] and grid["rates"] == [0.05] and grid["rungs"] == [[1, 1.0]]
+    rates = {yaml.safe_load((Path(c["dir"]) / ".hydra" / "config.yaml").read_text())["optim"]["lr"]
+             for c in grid["cells"].values()}
+    assert rates == {0.05} and len(list((out / "runs").iterdir())) == 4  # one run per level, R and seed
+    assert all(t["tried"] == [0.05] and t["chosen"] == 0.05 for t in grid["trials"].values())
+    assert "the workload's 0.05 for every level (--same-rate)" in (out / "advice.md").read_text()
 
 
 def test_time_to_target_is_read_from_the_records(digits_grid):
@@ -421,9 +433,12 @@ def test_budget_too_small_to_reach_the_target(tmp_path):
     assert code == 2 and "pilot budget is too small to reach the target" in err and "--budget-fraction" in err
     assert "Traceback" not in err
     g = json.loads((tmp_path / "grid.json").read_text())
-    assert not g["complete"] and list(g["cells"]) == ["2|none|0"]  # stopped after plain SGD: kept
+    # Stopped after plain SGD's full-budget run at its best rate (its 3 rate-search runs may miss the target): kept.
+    assert not g["complete"] and list(g["cells"]) == ["2|none|0"] and g["cells"]["2|none|0"]["final"]
+    assert g["trials"]["2|none"]["rungs"][0]["kept"] == [g["cells"]["2|none|0"]["lr"]]
+    assert len(list((tmp_path / "runs").iterdir())) == 4
     code, _, err = advise(*args)
-    assert code == 2 and "0 found done" not in err and "1 found done" in err  # read again, not re-run
+    assert code == 2 and "0 found done" not in err and "4 found done" in err  # read again, not re-run
 
 
 @pytest.mark.parametrize("override, says", [
@@ -465,10 +480,11 @@ def test_recommend_then_confirm_on_the_real_pipeline(measured, tmp_path):
     the recommendation trained for real; the confirmation's numbers are those of its runs' records."""
     p, hw, ov, _ = measured["w1"]
     d = str(Path(hw[0].split("file://")[1].rstrip("]")))
-    # A small learning rate: echo steps are then nearly as good as fresh ones, and echoing pays.
+    # A small learning rate, the same for both levels: echo steps are then nearly as good as fresh ones, and
+    # echoing pays (the rate search is tested on digits, tests/test_advise_rates.py).
     args = [*SLEEPY, *ov, "optim.lr=0.01", "target.value=0.85", "budget.example_loads=480", "--name", "w1",
             "--profile-dir", d, "--levels", "adaptive", "--seeds", "0", "1", "--budget-fraction", "1", "--evals", "30",
-            "--out", str(tmp_path)]
+            "--same-rate", "--out", str(tmp_path)]
     code, out, err = advise("recommend", *args, "--confirm")
     assert code == 0, err
     assert "using the profile" in err  # measured once, in the fixture: not again

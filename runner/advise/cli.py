@@ -72,6 +72,14 @@ def parsers() -> tuple:
                         "budget.example_loads (default: %(default)s)")
     r.add_argument("--max-runs", type=int, default=60, metavar="N",
                    help="new runs in this call at most; the rest on the next call (default: %(default)s)")
+    r.add_argument("--rates", type=int, default=None, metavar="N",
+                   help="learning rates per level, x2 apart around the workload's (3: lr/2, lr, 2 lr), pruned by "
+                        "successive halving: every rate runs to 1/3 of the budget on the first seed, the best third "
+                        "go on at 3x the budget, until one runs the full budget on every seed; that is the level's "
+                        "rate, and the speed-up compares the best SGD rate with it. With 3 rates and 3 seeds at most "
+                        "4/3 of the simulated time of one rate (default: 3)")
+    r.add_argument("--same-rate", action="store_true",
+                   help="the workload's learning rate for every level, one run per level and seed (the advice says so)")
     r.add_argument("--evals", type=int, default=20,
                    help="evaluations within plain SGD's budget: the resolution of the time to target (default: %(default)s)")
     r.add_argument("--tolerance", type=float, default=0.05,
@@ -174,6 +182,10 @@ def cmd_recommend(a, log=print) -> int:
                           "workload's budget (0.5: half of it).")
     if a.max_runs < 0 or a.evals < 1 or not a.seeds:
         raise ConfigError("--max-runs must be 0 or more, --evals 1 or more, and --seeds must name at least one seed.")
+    if (a.rates is not None and a.rates < 1) or (a.same_rate and a.rates not in (None, 1)):
+        raise ConfigError(f"--rates {a.rates} {'with --same-rate ' if a.same_rate else ''}is not valid: give the number "
+                          "of learning rates each level tries (1 or more; 3 by default), or --same-rate alone for the "
+                          "workload's rate at every level.")
     if a.confirm and (a.ratios or (hw_name and hw_name != a.name)):
         raise ConfigError("--confirm checks a prediction for this machine, so it needs the measured profile: drop "
                           "--ratios and any hardware=... override (confirm trains on this machine's pipeline).")
@@ -219,7 +231,8 @@ def cmd_recommend(a, log=print) -> int:
             "dataset": res["data"]["name"], "model": model_label(res["model"]), "lr": res["optim"]["lr"],
             "target": {k: res["target"][k] for k in ("metric", "value", "mode")},
             "budget_fraction": a.budget_fraction, "out": str(out), "overrides": a.overrides}
-    pilot = G.Pilot(base, columns, lvls, a.seeds, out, [Path(r) for r in a.runs], a.max_runs, log, meta)
+    rates = G.rates_around(float(res["optim"]["lr"]), 1 if a.same_rate else (a.rates or G.RATES))
+    pilot = G.Pilot(base, columns, lvls, a.seeds, out, [Path(r) for r in a.runs], a.max_runs, log, meta, rates)
     log(cost(pilot, columns, lvls, a, p if mode == "measured" else None))
 
     def on_cell(c: dict) -> None:
@@ -254,8 +267,11 @@ def cost(pilot, columns: List[dict], lvls, a, p: Optional[dict]) -> str:
     evals = max(c["sgd_loads"] // c["every_loads"] + 1 for c in columns)
     eval_s = (p or {}).get("info", {}).get("eval_s") if p else None
     where = ", ".join(f"{c['R']:.3g}" for c in columns)
-    s = (f"advise: pilot: {len(pilot.plan)} cells ({len(lvls)} levels x {len(a.seeds)} seeds x R = {where}); "
-         f"{len(pilot.plan) - todo} found done, {todo} to run, {n} in this call (--max-runs {a.max_runs}). Each run stops "
+    rs = (f"the workload's lr {pilot.lr:g} for every level" if len(pilot.rates) == 1 else
+          f"lr {', '.join(format(x, 'g') for x in pilot.rates)} per level by successive halving: "
+          + ", ".join(f"{c} to {f:.3g} of the budget" for c, f in pilot.rungs))
+    s = (f"advise: pilot: {pilot.total()} runs ({len(lvls)} levels x {len(a.seeds)} seeds x R = {where}; {rs}); "
+         f"{pilot.total() - todo} found done, {todo} to run, {n} in this call (--max-runs {a.max_runs}). Each run stops "
          f"at the target or at {sim:.4g} s of simulated time ({a.budget_fraction:g} of the workload's budget), at most "
          f"{max(c['steps_max'] for c in columns):,} steps and {evals} evaluations: at most {n * sim:.4g} s of simulated "
          "training in this call")

@@ -2,7 +2,7 @@
 pipeline, and the measured wall-clock speed-up set beside the predicted one.
 
 The confirmation runs are the pilot's cells of the measured R (the same workload, profile, budget,
-evaluations and seeds), with two changes: adaptive echoing asks the real pipeline whether a fresh
+evaluations and seeds; each level at the learning rate the pilot chose for it), with two changes: adaptive echoing asks the real pipeline whether a fresh
 batch is ready (``echo.ready_from=pipeline``; in the pilot the simulated clock said so), and they
 run in ``<out>/confirm/``. Each records ``sim_s`` (the clock's prediction for that very run) beside
 ``wall_s``. The measured speed-up is SGD's wall-clock time to the target over the level's, matched
@@ -114,9 +114,12 @@ def confirm(g: dict, base_overrides: List[str], out: Path, seeds: Optional[List[
     extra = ["echo.ready_from=pipeline"] + (["pipeline.background=true"] if name == "adaptive" and not background else [])
     runs: List[dict] = []
     t0 = time.perf_counter()
+    from .recommend import rate
+
     for s in seeds:
         for lv in pair:  # alternating, so that a change in the machine's load falls on both alike
-            ov = [*G.cell_overrides(base_overrides, col, lv, s), *extra]
+            # each at the learning rate the pilot chose for it (its best; None: a grid from before, the workload's)
+            ov = [*G.cell_overrides(base_overrides, col, lv, s, rate(g, R, lv.name)), *extra]
             cfg = G.compose(ov)
             h = config_hash(resolved(cfg))
             run_dir = Path(out) / "confirm" / f"{lv.slug}-seed{s}-{h[:8]}"
@@ -145,6 +148,7 @@ def confirm(g: dict, base_overrides: List[str], out: Path, seeds: Optional[List[
              f"{sorted(errs)[len(errs) // 2]:+.1%}, largest {max(errs, key=abs):+.1%}" if errs else "clock check: -")
     md = [f"# Confirmation: {g['workload']}", "", f"**{head[len('confirm: '):]}**", "",
           f"- predicted by the pilot (simulated time, seeds {g['seeds']}): {pfmt}",
+          f"- learning rates (the pilot's choice): plain SGD {rate(g, R, 'none'):g}, {name} {rate(g, R, name):g}",
           f"- the clock's prediction for these very runs (their sim_s to target): "
           f"{'-' if not _finite(clock_said['value']) else format(clock_said['value'], '.2f') + 'x'}",
           f"- measured (wall_s to target, seeds {seeds}): {mfmt}",

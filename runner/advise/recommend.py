@@ -36,6 +36,13 @@ def gmean(vals) -> Optional[float]:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
+def rate(g: dict, R: float, level: str) -> Optional[float]:
+    """The learning rate of a level's cells at R: the one its successive halving chose (None while it
+    runs), or the workload's in a grid made before levels had their own."""
+    t = (g.get("trials") or {}).get(f"{R:.6g}|{level}")
+    return t["chosen"] if t else (None if g.get("trials") is not None else g.get("lr"))
+
+
 def summarise(g: dict) -> Dict[str, Dict[str, dict]]:
     """Per R (as "%.6g") and level: its amount of echoing, times, geometric mean, observed echoing."""
     rows: Dict[str, Dict[str, dict]] = {}
@@ -48,7 +55,7 @@ def summarise(g: dict) -> Dict[str, Dict[str, dict]]:
             have = [c for c in cells if c]
             times = level_times(g, R, name)
             spf = [c["steps_per_fresh"] for c in have if c.get("steps_per_fresh")]
-            row[name] = {"amount": have[0]["amount"] if have else None, "times": times,
+            row[name] = {"amount": have[0]["amount"] if have else None, "times": times, "lr": rate(g, R, name),
                          "time": gmean(times.values()) if len(have) == len(cells) else None,
                          "reached": sum(v is not None for v in times.values()), "seeds": len(cells),
                          "steps_per_fresh": sum(spf) / len(spf) if spf else None}
@@ -127,8 +134,12 @@ def line(g: dict, rec: Dict[str, dict], R: float) -> str:
         iv = "one seed, so no interval: give --seeds 0 1 2 for one"
     else:
         iv = f"no interval: {s.get('note')}"
-    what = "plain SGD (no echoing)" if r["level"] == "none" else f"{r['level']} ({r['amount']:.2g} steps per fresh batch)"
-    return (f"advise: at R = {R:.3g} use {what}: predicted speed-up over plain SGD {s['value']:.2f}x ({iv}; "
+    lr, sgd_lr = rate(g, R, r["level"]), rate(g, R, "none")
+    what = (f"plain SGD (no echoing) at lr {lr:g}" if r["level"] == "none" else
+            f"{r['level']} ({r['amount']:.2g} steps per fresh batch) at lr {lr:g}")
+    base = ("plain SGD (the same lr, --same-rate)" if g.get("same_rate") else
+            f"plain SGD at its best lr {sgd_lr:g}")
+    return (f"advise: at R = {R:.3g} use {what}: predicted speed-up over {base} {s['value']:.2f}x ({iv}; "
             f"simulated time to {goal}).")
 
 
@@ -185,13 +196,16 @@ def heatmap(g: dict, rows, rec, path: Path) -> list:
         for i, n in enumerate(names):
             v = M[i, j]
             txt = "-" if not np.isfinite(v) else f"{1 / v:.2f}x"
+            lr = rows[f"{R:.6g}"][n].get("lr")
+            txt += "" if lr is None or g.get("same_rate") else f"\nlr {lr:g}"
             ax.text(j, i, txt + (" *" if n == chosen else ""), ha="center", va="center", fontsize=11,
                     color="white" if not np.isfinite(v) or v > (0.5 + vmax) / 2 else "black",
                     fontweight="bold" if n == chosen else "normal")
     ax.set_facecolor("#888888")
     fig.colorbar(im, ax=ax, label="simulated time to target / plain SGD's")
     t = g["target"]
-    ax.set_title(title(g["dataset"], g["model"], f"{g['lr']:g}",
+    ax.set_title(title(g["dataset"], g["model"], f"{g['lr']:g} for every level" if g.get("same_rate", True) else
+                       "each level's best of " + ", ".join(f"{x:g}" for x in g["rates"]) + " (in its cells)",
                         f"speed-up over plain SGD to {t['metric']} {t['value']:g} (* = recommended)"))
     return save(fig, path)
 
@@ -208,6 +222,7 @@ def advice_md(g: dict, rows, rec, lines: List[str]) -> str:
           f"per run ({g['budget_fraction']:g} of the workload's budget): {budget}",
           f"- runs: {g['ran']} made ({g['spent_s']:.0f} s), {g['reused']} found done; cells in {g['out']}/runs/", "",
           table(g, rows, rec), "",
+          rates_md(g, rows), "",
           "Echoing, in expected steps per fresh batch (the order the recommendation keeps as R grows): "
           + ", ".join(f"{n} {'max(R, 1)' if n == 'adaptive' else format(a, '.3g')}" for n, a in g["amounts"].items())
           + ".", ""]
@@ -216,6 +231,44 @@ def advice_md(g: dict, rows, rec, lines: List[str]) -> str:
         md.append(f"- At R = {float(k):.3g} the fastest level was {r['unconstrained']}, which echoes less than the "
                   f"recommendation at a smaller R; the monotone rule recommends {r['level']}.")
     return "\n".join(md) + "\n"
+
+
+def rates_md(g: dict, rows) -> str:
+    """Which learning rate each level used, and (successive halving) what every rung of its search found."""
+    if g.get("same_rate", "trials" not in g):
+        return (f"Learning rate: the workload's {g['lr']:g} for every level (--same-rate): a level whose best rate "
+                "is another one is compared at a disadvantage.")
+    rg = ", ".join(f"{c} rate{'s' if c > 1 else ''} to {f:.3g} of the budget" for c, f in g["rungs"])
+    out = [f"Learning rates: each level tried {', '.join(format(x, 'g') for x in g['rates'])} (x2 apart around the "
+           f"workload's {g['lr']:g}), by successive halving ({rg}; the best third of each rung went on; the "
+           f"rungs before the last on seed {g['seeds'][0]}, the last on every seed); the speed-up compares plain SGD "
+           "at its best rate with each level at its own.", "",
+           "| R | level | chosen lr | rung: rates best first (simulated seconds to target, or best "
+           f"{g['target']['metric']}) |", "|---|---|---|---|"]
+    for col in g["columns"]:
+        for lv in g["levels"]:
+            t = g["trials"].get(f"{col['R']:.6g}|{lv['name']}")
+            if not t:
+                continue
+            said = []
+            for k, r in enumerate(t["rungs"]):
+                cells = [f"{x:g} ({_rung_cell(r['cells'][format(x, 'g')])})" for x in r["rates"]]
+                said.append(f"{k + 1} ({r['fraction']:.3g}): " + ", ".join(cells))
+            chosen = "-" if t["chosen"] is None else f"{t['chosen']:g}"
+            out.append(f"| {col['R']:.3g} | {lv['name']} | {chosen} | {'; '.join(said)} |")
+    return "\n".join(out)
+
+
+def _rung_cell(cells: List[dict]) -> str:
+    times = [c.get("sim_s") for c in cells]
+    if all(t is not None for t in times):
+        from scipy.stats import gmean as geometric_mean
+
+        return f"{geometric_mean(times):.3g} s"
+    bests = [c.get("best") for c in cells if c.get("best") is not None]
+    reached = sum(t is not None for t in times)
+    return (f"{reached}/{len(cells)} at target, best {sum(bests) / len(bests):.3g}" if bests else
+            f"{reached}/{len(cells)} at target")
 
 
 def analyse(g: dict, tolerance: float) -> tuple:
@@ -239,14 +292,15 @@ def write(g: dict, tolerance: float, out: Path, log=print) -> dict:
 
 def budget_check(g: dict, cell: dict) -> None:
     """Raised while the grid runs: plain SGD missed the target within the pilot's budget."""
-    if cell["level"] != "none" or cell["reached"]:
-        return
+    if cell["level"] != "none" or cell["reached"] or not cell.get("final", True):
+        return  # a rung of the rate search may stop short of the target: only the full budget's run counts
     t = g["target"]
     best = "" if cell.get("best") is None else f"; its best {t['metric']} was {cell['best']:.4g}"
     raise ConfigError(
         f"the pilot budget is too small to reach the target: plain SGD (seed {cell['seed']}) did not reach "
         f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g} within {cell['end'].get('sim_s') or 0:.4g} "
-        f"simulated seconds ({g['budget_fraction']:g} of the workload's budget){best}. Without plain SGD's time there "
+        f"simulated seconds ({g['budget_fraction']:g} of the workload's budget) at lr {cell.get('lr', g.get('lr')):g}, "
+        f"its best rate{best}. Without plain SGD's time there "
         f"is no speed-up to predict. Raise --budget-fraction (or the workload's budget.example_loads), or lower "
         f"target.value. The finished runs are kept in {g['out']} and found again by the next call with the same "
         "settings.")
