@@ -157,7 +157,9 @@ FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=12800 eval.every_loads=1600
 FIG_DP_LR := 0.05
 # Reviewer 1's comparison at equal optimizer steps (dp_equal_steps/): all-reduce DDP for 200 steps
 # (12,800 loads, as above) against grad_accum (k = 4) for 800 micro-steps, i.e. 200 optimizer steps on
-# 51,200 loads, each over its own 5 rates.
+# 51,200 loads, each over its own 5 rates. Algorithm 2 (on_load) also runs over FIG_DP_LRS, for the
+# reviewers' Q3 against grad_accum at their own best rates (the other strategies: one rate, compared
+# at the same rate).
 FIG_DP_LRS := 0.0125,0.025,0.05,0.1,0.2
 FIG_DP_STEPS := 200
 FIG_DP_STEPS_EVAL := eval.every_loads=6400
@@ -241,6 +243,7 @@ fig-augment: runs-augment  ## fig. 4: echoing with and without re-augmenting the
 runs-dp: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=allreduce,periodic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load,probabilistic,allreduce optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load optim.lr=$(FIG_DP_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=grad_accum optim.lr=$(FIG_GA_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 runs-dp-steps: | $(VENV_STAMP)  # reviewer 1: grad_accum against all-reduce DDP at equal optimizer steps
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp_equal_steps $(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_DP_STEPS) schedule=none comm=allreduce optim.lr=$(FIG_DP_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
