@@ -67,14 +67,24 @@ def rebuild(batch: Batch, tensors: List[torch.Tensor]) -> Batch:
     return tree_map(lambda _: next(it), batch)
 
 
+def _first_tensor(batch: Batch) -> Optional[torch.Tensor]:
+    if torch.is_tensor(batch):
+        return batch
+    for v in batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ():
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
 def batch_len(batch: Batch) -> int:
     """The number of examples in ``batch``: the first dimension of its first tensor (``len`` of a
     mapping would count its keys)."""
-    ts = leaves(batch)
-    if not ts or ts[0].dim() == 0:
+    t = _first_tensor(batch)  # at every step of the loop: no walk over the whole batch
+    if t is None or t.dim() == 0:
         raise TypeError(f"a batch needs a tensor with an example dimension; got {type(batch).__name__} "
-                        f"{'with none' if not ts else 'whose first tensor is a scalar'}")
-    return ts[0].shape[0]
+                        f"{'with none' if t is None else 'whose first tensor is a scalar'}")
+    return t.shape[0]
 
 
 def _only_tensors(batch: Batch) -> Batch:
@@ -118,8 +128,9 @@ class EchoStream:
 
     The coin has its own generator seeded by ``seed``: workers that share the seed share the coins.
     ``agree`` (data parallelism) turns this worker's readiness into the decision all workers take.
-    ``transfer`` moves a fresh batch to the device once; echo steps reuse the device tensors, passed
-    through ``on_echo`` if given (augmentation on echo).
+    ``transfer`` moves a fresh batch to the device once (and the held batch and example buffer that
+    ``load_state_dict`` restores); echo steps reuse the device tensors, passed through ``on_echo`` if
+    given (augmentation on echo). Example echoing keeps its buffer where the upstream's batches are.
     """
 
     def __init__(self, upstream: Iterator[Batch], policy: str = "stochastic", schedule: S.Schedule = S.none(),
@@ -179,7 +190,7 @@ class EchoStream:
         return Step(batch, False, 0, p)
 
     def _pool_len(self) -> int:
-        return 0 if self.pool is None else leaves(self.pool)[0].shape[0]
+        return 0 if self.pool is None else batch_len(self.pool)
 
     def _next_example(self) -> Step:
         loaded, n = 0, self._batch_size
