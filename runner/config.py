@@ -80,20 +80,24 @@ def import_from_cwd() -> None:
 
 def build(node: DictConfig, keys=None, **runtime):
     """Instantiate a component node: its ``_target_`` called with its arguments (the runner's own
-    ``keys`` left out) and the objects the runner passes (``runtime``). A ConfigError raised by the
-    target reaches the caller as itself (the CLI prints it and exits 2)."""
+    ``keys`` left out) and the objects the runner passes (``runtime``). Whatever the target raises
+    (or its module, while it is imported) reaches the caller as itself, with its traceback: a
+    ConfigError the CLI prints and exits 2 with, any other error exits 1 with the traceback."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from .errors import ConfigError
-    from .schema import target_args
+    from .errors import ConfigError, unwrapped
+    from .schema import TargetNotFound, locate, target_args
 
+    try:
+        locate(node._target_)  # imported here, not inside Hydra, which would wrap an import error
+    except TargetNotFound as e:
+        raise ConfigError(f"_target_={node._target_!r} cannot be imported ({e}): check the module path of "
+                          "your own class (importable from the current directory or PYTHONPATH).") from e
     spec = {"_target_": node._target_, **target_args(node, keys)}
     if node.get("_partial_"):
         spec["_partial_"] = True
     try:
         return instantiate(OmegaConf.create(spec), **runtime)
     except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        raise
+        raise unwrapped(e)  # the target's own error, ConfigError (exit 2) or not (exit 1, its traceback)

@@ -13,3 +13,13 @@ class Preempted(RuntimeError):
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def unwrapped(e: BaseException) -> BaseException:
+    """What Hydra's ``InstantiationException`` wraps (the error the user's target raised), to be
+    raised as itself with its own traceback: ``raise unwrapped(e)``. ``e`` itself when it wraps nothing."""
+    cause = e.__cause__
+    if cause is None:
+        return e
+    cause.__suppress_context__ = True  # the wrapper adds only its message
+    return cause

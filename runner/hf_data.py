@@ -165,7 +165,8 @@ def load_tokenizer(tokenizer: Optional[str]):
                           f"(tokenizer.json or the tokenizer's own files); {tokenizer!r} is not one. {fix}")
     try:
         tok = AutoTokenizer.from_pretrained(str(Path(tokenizer).expanduser()), local_files_only=True)
-    except Exception as e:
+    # Missing or unrecognised files raise OSError or ValueError; a damaged tokenizer.json a bare Exception.
+    except Exception as e:  # tokenizers (Rust) raises the Exception type itself: no narrower class catches it
         raise ConfigError(f"the tokenizer in data.tokenizer={tokenizer} could not be loaded ({type(e).__name__}: "
                           f"{str(e)[:200]}). {fix}") from None
     tok.model_max_length = 1 << 30  # the token stream is cut into blocks here, never truncated

@@ -45,7 +45,8 @@ def decode(data: Union[bytes, torch.Tensor], name: str) -> torch.Tensor:
     try:  # formats torchvision does not decode (BMP, TIFF, ...)
         with Image.open(io.BytesIO(buf.numpy().tobytes())) as im:
             return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
-    except Exception as e:
+    # What Pillow raises on a file that is not an image, truncated or corrupt (its own fuzzing catches these).
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ConfigError(f"the image {name} could not be decoded (torchvision: {tv_error[:160]}; PIL: "
                           f"{type(e).__name__}: {str(e)[:160]}): it is corrupt, truncated or not an image. "
                           "Replace or remove the file, then run again.") from None

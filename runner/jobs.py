@@ -77,7 +77,7 @@ def _log() -> Optional[str]:
         import submitit
 
         return str(submitit.JobEnvironment().paths.stderr)
-    except Exception:  # not a submitit job after all: the outcome is still written
+    except (RuntimeError, KeyError):  # not a submitit job after all (submitit finds no environment)
         return None
 
 

@@ -77,13 +77,12 @@ def torchrun(cfg, run_dir: Path) -> Optional[dict]:
             proc.send_signal(signal.SIGTERM)  # it came while torchrun was starting
         try:
             rc = proc.wait()
-        except BaseException:
+        finally:
             # Whatever ends this process (an exception from another signal handler) must not leave
             # torchrun running on its own in the run directory: stop it as a preemption would.
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
-            raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)

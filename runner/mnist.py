@@ -128,7 +128,7 @@ def locate(name: str, kind: Kind, root: Optional[str], download: bool) -> tuple[
         raise _not_found(name, kind, looked, target, "data.download=false, so nothing was downloaded")
     try:
         kind.cls(str(target), train=True, download=True)  # fetches all four files into <target>/<Class>/raw
-    except Exception as e:  # no network, a proxy refusing, a checksum mismatch...
+    except (OSError, RuntimeError) as e:  # no network, a proxy refusing (OSError); torchvision's own RuntimeError
         said = " ".join(str(e).split())[:300]  # torchvision lists each mirror's error on its own line
         raise _not_found(name, kind, looked, target, f"downloading them with torchvision failed "
                                                      f"({type(e).__name__}: {said})") from None

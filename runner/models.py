@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, unwrapped
 
 
 class SmallCNN(nn.Module):
@@ -59,11 +60,13 @@ def build(model_cfg, info: dict) -> nn.Module:
     channels, vocabulary...) that the target's signature asks for and the config leaves unset."""
     import inspect
 
-    from hydra.utils import get_method, instantiate
+    from hydra.utils import instantiate
 
     from hydra.errors import InstantiationException
 
-    params = inspect.signature(get_method(model_cfg._target_)).parameters
+    from .schema import target_of
+
+    params = inspect.signature(target_of(model_cfg, "model")).parameters  # a failing import raises as itself
     # Only the facts a model is built from: info also carries labels ("name", "source", "classes")
     # that must never fill a model's own argument of the same name (model.name of model=torchvision).
     extra = {k: v for k, v in info.items() if k in DATA_FACTS and k in params and k not in model_cfg}
@@ -80,9 +83,7 @@ def build(model_cfg, info: dict) -> nn.Module:
     try:
         return instantiate(model_cfg, **extra)
     except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):  # a fixable setting: the CLI prints it and exits 2
-            raise e.__cause__ from None
-        raise
+        raise unwrapped(e)  # the target's own error: a ConfigError (exit 2), or any other with its traceback
 
 
 # --- Any torchvision or timm classifier, and the user's own weights --------------------------------
@@ -183,6 +184,14 @@ def _close(name: str, names: list, what: str, key: str) -> ConfigError:
                            else "`python -c \"import timm; print(timm.list_models())\"`)."))
 
 
+def _safetensor_error() -> type:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # safetensors is optional
+        return OSError
+    return SafetensorError
+
+
 def _state_dict(path: str) -> dict:
     """The tensors of a weights file: a plain state dict, or one under ``state_dict`` / ``model``
     (training checkpoints), without DDP's ``module.`` or torch.compile's ``_orig_mod.`` prefixes."""
@@ -197,7 +206,9 @@ def _state_dict(path: str) -> dict:
             sd = load_file(str(p))
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
+    # A damaged or foreign file: torch.load's zip reader (RuntimeError), unpickler, EOFError or a
+    # UnicodeDecodeError (ValueError); safetensors' own error.
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, _safetensor_error()) as e:
         raise ConfigError(f"model.weights={path} could not be read as a state dict ({type(e).__name__}: "
                           f"{str(e)[:200]}).") from None
     for key in ("state_dict", "model", "model_state_dict"):
@@ -354,7 +365,7 @@ def gpt2(vocab_size: int, block_size: int, size: str = "small", pretrained: bool
     src = weights or GPT2_HUB[size]
     try:
         hf = GPT2LMHeadModel.from_pretrained(src, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
-    except Exception as e:
+    except (OSError, ValueError) as e:  # transformers: no files, no network (OSError); a malformed config (ValueError)
         raise ConfigError(
             f"GPT-2's pretrained weights {src!r} could not be loaded ({type(e).__name__}: {str(e)[:200]}). "
             f"On a machine with a network run `python -c \"from transformers import GPT2LMHeadModel; "
@@ -419,7 +430,9 @@ def hf_causal_lm(vocab_size: int, block_size: int, name_or_path: Optional[str] =
             try:
                 hf = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=torch.float32,
                                                           **extra)
-            except Exception as e:
+            # transformers: missing or unreadable files (OSError), a malformed config (ValueError,
+            # KeyError), weights of other shapes (RuntimeError), a damaged safetensors file.
+            except (OSError, ValueError, KeyError, RuntimeError, _safetensor_error()) as e:
                 raise ConfigError(f"the causal LM in {d} could not be loaded ({type(e).__name__}: {str(e)[:200]}). "
                                   f"{fix}") from None
             n_ctx = getattr(hf.config, "max_position_embeddings", None)
@@ -431,7 +444,7 @@ def hf_causal_lm(vocab_size: int, block_size: int, name_or_path: Optional[str] =
             return CausalLM(hf)
         try:
             cfg = AutoConfig.from_pretrained(str(d), local_files_only=True, **extra)
-        except Exception as e:
+        except (OSError, ValueError, KeyError) as e:  # unreadable, not JSON (ValueError), an unknown model_type
             raise ConfigError(f"the config.json in {d} could not be read ({type(e).__name__}: "
                               f"{str(e)[:200]}).") from None
         source = str(d)

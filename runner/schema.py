@@ -286,22 +286,53 @@ def _group(prefix: str) -> str:
     return "dataset" if head == "data" else head
 
 
-def target_of(node: Any, prefix: str):
-    """The object that ``node._target_`` names (ConfigError when missing or not importable)."""
-    from hydra.utils import get_object
+class TargetNotFound(LookupError):
+    """A ``_target_`` path whose module or attribute does not exist (the path is wrong, not the code)."""
 
+
+def locate(path: str):
+    """The object a dotted path names, importing the longest module prefix that exists.
+
+    Only a path that names nothing raises ``TargetNotFound``: the module itself (or a package above
+    it) missing, or an attribute the module does not have. Anything the module's own code raises
+    while it is imported, a ModuleNotFoundError for a module that it imports included, propagates as
+    itself with its traceback: that is an error in the code, not in the path."""
+    import importlib
+
+    parts = path.split(".")
+    if not all(parts):
+        raise TargetNotFound(f"{path!r} is not a dotted path")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+            break
+        except ModuleNotFoundError as e:
+            if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+                raise  # a module that the user's module imports is missing
+    else:
+        raise TargetNotFound(f"no module named {parts[0]!r}")
+    for j in range(i, len(parts)):
+        try:
+            obj = getattr(obj, parts[j])
+        except AttributeError as e:
+            raise TargetNotFound(f"{'.'.join(parts[:j])!r} has no attribute {parts[j]!r}") from e
+    return obj
+
+
+def target_of(node: Any, prefix: str):
+    """The object that ``node._target_`` names (ConfigError when missing or when the path names nothing)."""
     tgt = node.get("_target_") if isinstance(node, DictConfig) else None
     group = _group(prefix)
     if not tgt:
         raise ConfigError(f"{prefix} has no _target_: choose one with {group}=<option> (see echo-run --help), "
                           f"or set {prefix}._target_ to your own class or function.")
     try:
-        return get_object(tgt)
-    except Exception as e:
-        why = " ".join(str(e.__cause__ or e).split())[:160]
-        raise ConfigError(f"{prefix}._target_={tgt!r} cannot be imported ({why}): "
+        return locate(tgt)
+    except TargetNotFound as e:
+        raise ConfigError(f"{prefix}._target_={tgt!r} cannot be imported ({e}): "
                           f"choose an option with {group}=<option> (see echo-run --help), or check the module "
-                          "path of your own class (importable from the current directory or PYTHONPATH).") from None
+                          "path of your own class (importable from the current directory or PYTHONPATH).") from e
 
 
 def target_args(node: DictConfig, keys) -> Dict[str, Any]:

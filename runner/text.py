@@ -38,7 +38,7 @@ def load_text(download: bool, root: Path):
     if download:
         try:
             return load_dataset(HUB, CONFIG)
-        except Exception as e:  # offline, no cached copy, a proxy refusing...
+        except (OSError, ValueError) as e:  # offline, no cached copy, a proxy refusing (OSError), a bad config name
             failure = f"loading {HUB} ({CONFIG}) from the Hugging Face hub failed ({type(e).__name__}: {str(e)[:200]})"
     raise ConfigError(
         f"data set wikitext2 was not found: echo-run looked for {root / CONFIG}/"
@@ -59,7 +59,8 @@ def load_tokenizer(name: str, download: bool, root: Path):
         tok = GPT2TokenizerFast.from_pretrained(where, local_files_only=not download or here.is_dir())
         if len(tok) <= 256:  # transformers returns an empty tokenizer, not an error, when it finds no files
             raise FileNotFoundError(f"no tokenizer files found for {where!r}")
-    except Exception as e:
+    # Missing files and the hub raise OSError; a damaged tokenizer file the tokenizers library's bare Exception.
+    except Exception as e:  # tokenizers (Rust) raises the Exception type itself: no narrower class catches it
         raise ConfigError(
             f"the tokenizer data.tokenizer={name!r} for data set wikitext2 could not be loaded: echo-run "
             f"looked for the directory {name!r} and {root / name}, then the Hugging Face hub/cache "

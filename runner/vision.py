@@ -9,6 +9,7 @@ example of a whole batch in a few tensor operations (checked against
 """
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 from typing import Optional
 
@@ -106,7 +107,7 @@ def load_cifar(name: str, root: Optional[str], download: bool, augment: bool) ->
             raise _missing(name, base, root, None)
         try:
             made[train] = cls(str(root), train=train, download=True)
-        except Exception as e:  # no network, a proxy refusing, a truncated archive...
+        except (OSError, RuntimeError, EOFError, tarfile.TarError) as e:  # no network, a refusal (OSError), a bad archive
             raise _missing(name, base, root, e) from None
     mean, std = STATS[name]
     images = {t: torch.from_numpy(made[t].data).permute(0, 3, 1, 2).contiguous() for t in made}  # uint8 CHW

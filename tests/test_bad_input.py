@@ -212,3 +212,39 @@ def test_an_image_model_on_a_language_data_set_is_refused_at_start_up(tmp_path):
                            f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and "does not fit the data set 'python_docs'" in err and "model=tiny_gpt2" in err, err[-2000:]
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+# A user's own model module (model._target_=<module>.Net): an error in its code keeps its type and a
+# traceback into the user's file (exit 1); only a path that names nothing is bad input (exit 2).
+USER_CODE = {
+    "raises_at_import": ("import torch\nSCALE = 1 / 0\n", "ZeroDivisionError: division by zero", "SCALE = 1 / 0"),
+    "imports_a_missing_module": ("import no_such_dependency_of_mine\n",
+                                 "ModuleNotFoundError: No module named 'no_such_dependency_of_mine'",
+                                 "import no_such_dependency_of_mine"),
+    "raises_in_init": ("from runner.models import SmallCNN\n\nclass Net(SmallCNN):\n    def __init__(self, **kw):\n"
+                       "        super().__init__(**kw)\n        raise KeyError('my_layer')\n",
+                       "KeyError: 'my_layer'", "raise KeyError('my_layer')"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(USER_CODE))
+def test_an_error_in_the_users_own_module_keeps_its_type_and_traceback(tmp_path, monkeypatch, name):
+    code_text, error, line = USER_CODE[name]
+    module = f"user_net_{name}"
+    (tmp_path / f"{module}.py").write_text(code_text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, err = cli_inproc(*TINY, f"model._target_={module}.Net", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 1, err
+    assert "Traceback" in err and error in err, err
+    assert f"{module}.py" in err and line in err  # the traceback reaches the user's own line
+    assert "cannot be imported" not in err
+
+
+@pytest.mark.parametrize("target, says", [("user_nett.Net", "no module named 'user_nett'"),
+                                          ("user_net.Nett", "'user_net' has no attribute 'Nett'")])
+def test_a_target_path_that_names_nothing_is_bad_input(tmp_path, monkeypatch, target, says):
+    (tmp_path / "user_net.py").write_text("from runner.models import SmallCNN as Net\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, err = cli_inproc(*TINY, f"model._target_={target}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and f"model._target_='{target}' cannot be imported ({says})" in err, err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()

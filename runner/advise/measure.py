@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -52,26 +51,21 @@ from ..errors import ConfigError
 from . import profile as prof
 
 
-@contextmanager
-def starting(what: str, cfg=None):
-    """Any failure while building or running the workload is the user's to fix: one paragraph."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as e:  # noqa: BLE001 - a user's data set or model may raise anything
-        while e.__cause__ is not None and type(e).__name__ == "InstantiationException":  # Hydra's wrapper
-            e = e.__cause__
-        if isinstance(e, ConfigError):
-            raise e from None
-        said = " ".join(str(e).split())[:400]
-        raise ConfigError(
-            f"the workload does not start: {what} raised {type(e).__name__}: {said}. Nothing was measured or "
-            "written. Check the overrides that choose the data set and the model (data._target_, model._target_ "
-            "and their arguments): `echo-run <the same overrides> budget.steps=1` shows the same error with its "
-            "traceback.") from None
+class starting:
+    """Names the part of the workload that failed: an error of the user's data set or model keeps its
+    type and traceback (exit 1) and gains a note saying what echo-advise was doing; a ConfigError
+    (bad input) passes as it is."""
+
+    def __init__(self, what: str, cfg=None):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if isinstance(e, Exception) and not isinstance(e, ConfigError):
+            e.add_note(f"echo-advise: {self.what} raised this error; nothing was measured or written.")
+        return False  # never swallowed
 
 
 def quartiles(xs) -> dict:
