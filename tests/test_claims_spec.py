@@ -162,15 +162,7 @@ def tree(spec, tmp_path_factory) -> Path:
     return root
 
 
-def test_the_spec_names_what_the_figures_produce(spec):
-    """Every claim reads a directory the Makefile's sweeps write and a figure `make figures` draws."""
-    makefile = (ROOT / "Makefile").read_text()
-    for c in spec["claims"]:
-        sub = c["runs"]["dir"] if isinstance(c["runs"], dict) and "dir" in c["runs"] else c["runs"]
-        if isinstance(sub, str):
-            assert f"$(FIG_RUNS)/{sub}" in makefile, (c["id"], sub)
-        stem = Path(c["figure"]).stem
-        assert f"--out $(FIG_OUT)/{stem}" in makefile, (c["id"], c["figure"])
+def test_claim_ids_are_unique(spec):
     ids = [c["id"] for c in spec["claims"]]
     assert len(ids) == len(set(ids))
 

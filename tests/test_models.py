@@ -1,6 +1,6 @@
 """The user's own models, offline: any torchvision or timm classifier by name (stems adapted to small
 images, the data set's channels and classes, local weights), any transformers causal LM from a local
-directory or an inline config, and the existing options as exact aliases of these."""
+directory or an inline config, and the existing options as small-input torchvision models."""
 from __future__ import annotations
 
 import logging
@@ -31,27 +31,17 @@ def last_map(m: nn.Module, x: torch.Tensor) -> torch.Size:
     return shapes[-1]
 
 
-# --- the existing options, now aliases of model=torchvision ------------------------------------------
+# --- the existing options: torchvision's models with small-input stems ------------------------------
 
 @pytest.mark.parametrize("option, count", [("resnet18", 11_173_962), ("mobilenet_v2", 2_236_682),
                                            ("mobilenet_v3_small", 1_528_106), ("mobilenet_v3_large", 4_214_842)])
-def test_aliases_keep_their_architecture_and_parameter_count(option, count):
+def test_options_keep_their_architecture_and_parameter_count(option, count):
     cfg = OmegaConf.load(CONF / f"{option}.yaml")
-    assert cfg._target_ == "runner.models.torchvision_model" and cfg.name == option and cfg.small_input is True
     with torch.device("meta"):  # shapes only
         m = models.build(cfg, {"num_classes": 10, "in_channels": 3, "image_size": 32})
     assert n_params(m) == count
     if option == "resnet18":
         assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and isinstance(m.maxpool, nn.Identity)
-
-
-def test_the_old_builders_are_the_same_models():
-    torch.manual_seed(0)
-    a = models.mobilenet_v3("large", num_classes=7, in_channels=1)
-    torch.manual_seed(0)
-    b = models.torchvision_model("mobilenet_v3_large", num_classes=7, in_channels=1, small_input=True, dropout=0.2)
-    assert a.state_dict().keys() == b.state_dict().keys()
-    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
 
 
 # --- model=torchvision -----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
-from matplotlib.text import Text
 
 from runner import report
 from runner.report import cli as report_cli
@@ -100,24 +99,16 @@ def test_every_figure_is_written_from_the_cli(sweep, tmp_path):
     assert report_cli.main(["curves", str(sweep), "--metric", "test_ppl", "--out", str(tmp_path / "x")]) == 2
 
 
-def test_titles_name_data_set_model_and_lr_and_fonts_are_readable(sweep):
+def test_every_learning_rate_gets_a_figure_with_both_methods(sweep):
     runs = report.find_runs([sweep])
     figs = report.curves_figs(runs, ["example_loads", "step", "wall_s", "sim_s"], "test_acc", Path("c"))
     rows = report.lr_table(runs, "test_acc")
     figs += report.best_figs(runs, rows, "example_loads", "test_acc", Path("b"))
     figs += report.claim_figs(runs, "test_acc", 0.5, Path("/tmp/claim-title-test"))
-    assert len(figs) == 5
-    for fig, stem in figs:
-        titles = [fig._suptitle.get_text()] if fig._suptitle else []
-        titles += [ax.get_title() for ax in fig.axes]
-        title = " ".join(titles)
-        assert "digits" in title and "SmallCNN" in title and "lr " in title, title
-        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
-        assert sizes and min(sizes) >= 10
-    best_title = figs[3][0]._suptitle.get_text()
-    assert "sgd 0.05" in best_title and "constant(p=0.5) 0.05" in best_title
-    for lr in ("1e-06", "0.05", "1000"):
-        assert any(f"lr {lr} " in (f._suptitle.get_text() if f._suptitle else "") for f, _ in figs[:3])
+    assert len(figs) == 5  # a curves figure per learning rate, the best-lr figure, one claim figure
+    for fig, _ in figs[:4]:
+        methods = {line.get_label().split(" (")[0].split(", lr")[0] for line in fig.axes[0].get_lines()}
+        assert set(METHODS) <= methods, methods
 
 
 def test_one_colour_per_method_across_figures(sweep):
@@ -270,9 +261,7 @@ def test_clock_check_compares_sim_s_with_wall_s(tmp_path, capsys):
     assert "hardware=measured" in err and err.count("\n") == 1
 
 
-def test_clock_check_figure_is_titled_and_readable(tmp_path):
-    from matplotlib.text import Text
-
+def test_clock_check_figure_draws_the_15_percent_band(tmp_path):
     from runner.report import tables
 
     from .test_verdict import write_run
@@ -280,9 +269,6 @@ def test_clock_check_figure_is_titled_and_readable(tmp_path):
     write_run(tmp_path / "a", "sgd", wall_rate=0.01, sim_rate=0.0105, **{"hardware.name": "measured"})
     df, _ = tables.clock_frame(report.find_runs([tmp_path]))
     fig, _ = report.clock_check_fig(df, Path("x"))
-    title = fig._suptitle.get_text()
-    assert "digits" in title and "SmallCNN" in title and "lr 0.05" in title
-    assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text()) >= 10
     band = [c for c in fig.axes[0].collections if c.get_label() == "±15%"]
     assert len(band) == 1
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.config import CONF_DIR
 from runner.schema import ConfigError
 from runner.simclock import SimClock, from_config
 
@@ -69,13 +70,20 @@ def test_state_dict_round_trip_continues_identically():
     assert a.t > 0.5
 
 
-@pytest.mark.parametrize("name,R", [("ratio", 4.0), ("gpu_nvme", 256 * 0.004 / 12 / 0.1),
-                                    ("gpu_network_storage", 256 * 0.02 / 12 / 0.1),
-                                    ("h100_few_cpus", 256 * 0.004 / 4 / 0.05)])
-def test_profiles_compose_and_give_their_ratio(name, R):
-    cfg = make_cfg(f"hardware={name}", "data.batch_size=256")
-    clock = from_config(cfg.hardware, 256)
-    assert clock.batch_load_s / clock.step_s == pytest.approx(R)
+PROFILES = sorted(p.stem for p in (Path(CONF_DIR) / "hardware").glob("*.yaml")
+                  if p.stem not in ("none", "ratio", "measured"))
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_a_profiles_loader_takes_longer_with_larger_batches_and_less_with_more_workers(name):
+    """Each worker loads its examples one after another: a batch twice as large takes twice as long,
+    twice the workers take half the time; the step time does not depend on either."""
+    cfg = make_cfg(f"hardware={name}")
+    small, large = from_config(cfg.hardware, 128), from_config(cfg.hardware, 256)
+    assert large.batch_load_s == pytest.approx(2 * small.batch_load_s) and small.batch_load_s > 0
+    more = from_config(make_cfg(f"hardware={name}", f"hardware.workers={2 * cfg.hardware.workers}").hardware, 256)
+    assert more.batch_load_s == pytest.approx(large.batch_load_s / 2)
+    assert small.step_s == large.step_s == more.step_s > 0
 
 
 def test_ratio_overrides_a_profile_and_bad_values_are_refused():
