@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from . import jobs, runs
 from .config import CONF_DIR, import_from_cwd
 from .errors import ConfigError, Preempted
-from .schema import validate
+from .schema import check_overrides, validate
 
 _state = {"started": False, "codes": []}  # exit statuses of the jobs run in this process
 
@@ -126,6 +126,10 @@ def main() -> None:
     said = missing_selected(sys.argv[1:])  # hardware=measured before any measurement: one paragraph
     if said:
         fail(said)
+    try:
+        check_overrides(sys.argv[1:])  # a typo in a choice (echo.policy=...): one paragraph, before Hydra composes
+    except ConfigError as e:
+        fail(str(e))
     try:
         app()
     except SystemExit as e:

@@ -10,7 +10,7 @@ from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from .schema import register, validate
+from .schema import check_overrides, register, validate
 
 def _conf_dir() -> str:
     """The shipped configs: runner/conf/ in an installed package (pyproject.toml ships the repository's
@@ -47,6 +47,8 @@ def compose(overrides: Iterable[str] = (), check: bool = True) -> DictConfig:
     """The config ``echo-run <overrides>`` would run, validated (ConfigError when it is refused)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
+    overrides = list(overrides)
+    check_overrides(overrides)  # a typo in a choice: the project's paragraph, not Hydra's composition error
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = hydra_compose("config", overrides=list(overrides))
     if check:
@@ -55,7 +57,7 @@ def compose(overrides: Iterable[str] = (), check: bool = True) -> DictConfig:
 
 
 def resolved(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # the choices as their strings
 
 
 def config_hash(resolved: dict) -> str:

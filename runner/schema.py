@@ -18,8 +18,9 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
@@ -28,7 +29,45 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import ConfigError
 from .workload import check_stamp
 
-LR_SCHEDULES = ("constant", "cosine", "linear", "step")
+
+
+# ------------------------------------------------------------------------------------ choices
+class Choice(str, Enum):
+    """One of a key's fixed strings. OmegaConf refuses any other value of an Enum-typed field while it
+    composes or merges; a member compares equal to its string and prints as it, so code reads it as one."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+def choice(name: str, *values: str):
+    """An Enum of ``values``, each member named as its string (how OmegaConf reads a value)."""
+    return Choice(name, [(v, v) for v in values], module=__name__, qualname=name)
+
+
+EchoPolicy = choice("EchoPolicy", "stochastic", "batch", "example", "adaptive")
+ReadyFrom = choice("ReadyFrom", "auto", "clock", "pipeline")
+LrSchedule = choice("LrSchedule", "constant", "cosine", "linear", "step")
+TargetMode = choice("TargetMode", "max", "min")
+LauncherName = choice("LauncherName", "local", "torchrun")
+Backend = choice("Backend", "auto", "gloo", "nccl")
+LoggerName = choice("LoggerName", "jsonl", "wandb")
+LoggerMode = choice("LoggerMode", "offline", "online", "disabled")
+Amp = choice("Amp", "auto", "off", "bf16", "fp16")
+Resume = choice("Resume", "auto", "never")
+
+# The metrics the loop records for each task, with the range each can take (a target outside it is
+# never reached): the one list that the trainer's and the advisor's target checks read.
+METRICS = {"classification": {"test_acc": (0.0, 1.0), "test_loss": (0.0, math.inf), "train_loss": (0.0, math.inf)},
+           "language": {"test_ppl": (1.0, math.inf), "test_loss": (0.0, math.inf), "train_loss": (0.0, math.inf)}}
+
+
+def target_text(t) -> str:
+    """A target as the reports and messages write it: ``test_acc >= 0.8`` (``t``: a target node or dict)."""
+    return f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {float(t['value']):g}"
 
 
 # ------------------------------------------------------------------ the runner's keys of components
@@ -63,7 +102,7 @@ class OptimKeys:
 
     name: str = MISSING  # a label for reports
     lr: float = MISSING  # the peak learning rate, also passed to the optimizer
-    lr_schedule: str = "cosine"  # over the budget fraction u
+    lr_schedule: LrSchedule = LrSchedule.cosine  # over the budget fraction u
     warmup: float = 0.0  # fraction of the budget with a linear warm-up
     lr_min_ratio: float = 0.0  # final lr / lr for cosine and linear
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # lr_schedule=step
@@ -96,13 +135,13 @@ RUNTIME_ARGS = {"optim": {"params"}, "comm": {"model", "ctx", "seed", "schedule"
 # -------------------------------------------------------------------------------- plain groups
 @dataclass
 class EchoConfig:
-    policy: str = "stochastic"
+    policy: EchoPolicy = EchoPolicy.stochastic
     factor: float = 2.0  # batch / example echoing
     buffer: int = 1024  # example echoing: shuffle buffer size in examples
     # echo=adaptive: what says a fresh batch is ready. auto: the simulated clock when a hardware
     # profile is set (deterministic), else the real pipeline; pipeline: the real pipeline always
     # (the simulated clock, if any, then predicts the time of the real decisions).
-    ready_from: str = "auto"
+    ready_from: ReadyFrom = ReadyFrom.auto
 
 
 @dataclass
@@ -125,7 +164,7 @@ class EvalConfig:
 class TargetConfig:
     metric: str = "test_acc"
     value: Optional[float] = None
-    mode: str = "max"  # max: reached when metric >= value; min: when metric <= value
+    mode: TargetMode = TargetMode.max  # max: reached when metric >= value; min: when metric <= value
     stop: bool = False  # end the run at the first record that reaches the target
 
 
@@ -153,7 +192,7 @@ class HardwareConfig:
 
 @dataclass
 class LauncherConfig:
-    name: str = "local"
+    name: LauncherName = LauncherName.local
     nproc_per_node: int = 1
     nnodes: str = "1"
     node_rank: Optional[int] = None
@@ -161,23 +200,23 @@ class LauncherConfig:
     rdzv_endpoint: str = "localhost:29400"
     rdzv_id: Optional[str] = None
     max_restarts: int = 0
-    backend: str = "auto"  # auto: nccl with CUDA, gloo otherwise
+    backend: Backend = Backend.auto  # auto: nccl with CUDA, gloo otherwise
     dry_run: bool = False
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "jsonl"
+    name: LoggerName = LoggerName.jsonl
     progress: bool = True
     project: str = "echo-run"
-    mode: str = "offline"  # wandb: offline unless the user asks for online
+    mode: LoggerMode = LoggerMode.offline  # wandb: offline unless the user asks for online
     entity: Optional[str] = None
 
 
 @dataclass
 class TrainConfig:
     device: str = "auto"  # auto: cuda when available
-    amp: str = "auto"  # auto: bf16 on a GPU that supports it, off on CPU; off | bf16 | fp16 (with a GradScaler)
+    amp: Amp = Amp.auto  # auto: bf16 on a GPU that supports it, off on CPU; off | bf16 | fp16 (with a GradScaler)
     compile: bool = False
     channels_last: bool = True  # for CNNs on a GPU
     deterministic: bool = False  # torch.use_deterministic_algorithms
@@ -193,7 +232,8 @@ class CheckpointConfig:
 
 def _defaults(keys) -> Dict[str, Any]:
     """A component's runner keys with their defaults (the target and its arguments come from YAML)."""
-    return {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+    plain = lambda v: v.value if isinstance(v, Enum) else v  # noqa: E731 - the YAML's own form
+    return {f.name: plain(f.default_factory() if callable(f.default_factory) else f.default)
             for f in fields(keys) if f.default is not MISSING or callable(f.default_factory)}
 
 
@@ -215,7 +255,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
-    resume: str = "auto"  # auto: continue a run found in the run directory; never: refuse one
+    resume: Resume = Resume.auto  # auto: continue a run found in the run directory; never: refuse one
     name: Optional[str] = None  # a label for reports
 
 
@@ -251,8 +291,55 @@ def _nonneg(key: str, v: Any) -> None:
     _check(_is_num(v) and math.isfinite(v) and v >= 0, key, v, "0 or more")
 
 
-def _choice(key: str, v: str, choices: tuple) -> None:
-    _check(v in choices, key, v, "one of " + ", ".join(choices))
+def _field_type(schema: Any, key: str) -> Any:
+    """The type the schema gives a dotted key (None where it gives none: a component's own keys)."""
+    t = schema
+    for part in key.split("."):
+        if not (isinstance(t, type) and is_dataclass(t)):
+            return None
+        t = get_type_hints(t).get(part)
+    return t
+
+
+def _refused(key: str, value: Any, e: Exception, t: Any = None) -> ConfigError:
+    """OmegaConf's refusal of a value typed ``t`` as one paragraph: the key, the value, what it must be."""
+    if isinstance(t, type) and issubclass(t, Choice):
+        return ConfigError(f"{key}={value!r} is not valid: it must be one of {', '.join(m.value for m in t)}.")
+    return ConfigError(f"{key}={value!r} is not valid: {str(e).splitlines()[0]} (check the value given to {key}).")
+
+
+def check_typed(cfg: DictConfig) -> None:
+    """Every value the schema types (a choice among an Enum's strings, a number, a flag) as OmegaConf
+    checks it: a config built without the schema (``OmegaConf.create``) is merged onto it here."""
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or ""
+        raise _refused(key, OmegaConf.select(cfg, key, default=None), e, _field_type(Config, key)) from None
+
+
+def check_overrides(overrides) -> None:
+    """A command line's value for an Enum-typed key, checked by OmegaConf before Hydra composes, so that
+    a typo is refused with the project's paragraph (the key, the value and the choices), sweeps included."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.nodes import EnumNode
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException:
+        return  # a malformed override: Hydra says what is wrong with it
+    for o in parsed:
+        t = _field_type(Config, o.key_or_group)
+        if o.is_delete() or not (isinstance(t, type) and issubclass(t, Choice)):
+            continue
+        for v in (list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]):
+            if isinstance(v, str) and "${" in v:
+                continue  # an interpolation: resolved, and checked, when composed
+            try:
+                EnumNode(enum_type=t, value=v)
+            except OmegaConfBaseException as e:
+                raise _refused(o.key_or_group, v, e, t) from None
 
 
 def _fractions(key: str, v: Any) -> None:
@@ -358,14 +445,13 @@ def validate_component(cfg: DictConfig, prefix: str) -> None:
         own = {f.name for f in fields(keys)}
         try:
             typed = OmegaConf.merge(OmegaConf.structured(keys), {k: node[k] for k in node if k in own})
-            OmegaConf.to_container(typed, throw_on_missing=True)
+            plain = OmegaConf.to_container(typed, throw_on_missing=True, enum_to_str=True)
         except OmegaConfBaseException as e:
             key = getattr(e, "full_key", "") or ""
-            raise ConfigError(f"{prefix}.{key} is not valid: {str(e).splitlines()[0]} (check the value given "
-                              f"to {prefix}.{key}).") from None
+            raise _refused(f"{prefix}.{key}", node.get(key), e, _field_type(keys, key)) from None
         with open_dict(node):
             for k in own:
-                node[k] = typed[k]
+                node[k] = plain[k]
     params = inspect.signature(target).parameters
     runtime = RUNTIME_ARGS[prefix]
     args = target_args(node, keys)
@@ -441,6 +527,7 @@ def expected_world(la: Any) -> Optional[int]:
 def validate(cfg: DictConfig) -> None:
     """Range checks for every numeric option and choice; raises ConfigError on the first."""
     validate_keys(cfg, Config)
+    check_typed(cfg)  # the choices (Enum-typed keys) and types of the plain groups, as OmegaConf checks them
     for prefix in COMPONENTS:
         validate_component(cfg, prefix)
     d = cfg.data
@@ -454,17 +541,14 @@ def validate(cfg: DictConfig) -> None:
         if "p_min" in sch and "p_max" in sch:
             _check(sch.p_min <= sch.p_max, f"{prefix}.p_min", sch.p_min, f"at most {prefix}.p_max={sch.p_max}")
     e = cfg.echo
-    _choice("echo.policy", e.policy, ("stochastic", "batch", "example", "adaptive"))
     _check(math.isfinite(e.factor) and e.factor >= 1, "echo.factor", e.factor, "a number of at least 1")
     _pos("echo.buffer", e.buffer)
-    _choice("echo.ready_from", e.ready_from, ("auto", "clock", "pipeline"))
     if e.policy == "example" and d.augment_on_echo:
         raise ConfigError("data.augment_on_echo=true does not apply to echo=example, which mixes repeated examples "
                           "through a shuffle buffer before batching (an echoed example is never a held batch): "
                           "use echo=stochastic or echo=batch to re-augment echoed batches, or drop "
                           "data.augment_on_echo.")
     o = cfg.optim
-    _choice("optim.lr_schedule", o.lr_schedule, LR_SCHEDULES)
     _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "a fraction in [0, 1)")
     _check(0 <= o.lr_min_ratio <= 1, "optim.lr_min_ratio", o.lr_min_ratio, "in [0, 1]")
     _fractions("optim.milestones", o.milestones)
@@ -480,7 +564,6 @@ def validate(cfg: DictConfig) -> None:
            "used with a hardware profile (hardware=...), since the simulated clock needs one")
     _pos("eval.every_loads", cfg.eval.every_loads, allow_none=True)
     _pos("eval.batch_size", cfg.eval.batch_size)
-    _choice("target.mode", cfg.target.mode, ("max", "min"))
     _check(not cfg.target.stop or cfg.target.value is not None, "target.stop", True,
            "used with a target.value to stop at")
     p = cfg.pipeline
@@ -512,10 +595,8 @@ def validate(cfg: DictConfig) -> None:
             "profile (hardware=gpu_nvme, ...) for the simulated clock, or a background pipeline "
             "(data.workers=N, pipeline.examples_per_s=..., or pipeline.background=true).")
     la = cfg.launcher
-    _choice("launcher.name", la.name, ("local", "torchrun"))
     _pos("launcher.nproc_per_node", la.nproc_per_node)
     _check(la.max_restarts >= 0, "launcher.max_restarts", la.max_restarts, "0 or more")
-    _choice("launcher.backend", la.backend, ("auto", "gloo", "nccl"))
     _check(re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)?", str(la.nnodes)) is not None, "launcher.nnodes", la.nnodes,
            "a number of nodes, or MIN:MAX for an elastic job")
     ranks = getattr(target_of(cfg.comm, "comm"), "ranks", "any")
@@ -532,16 +613,12 @@ def validate(cfg: DictConfig) -> None:
             f"{world or 'several'} ranks that would each train alone on their shard: choose comm=allreduce "
             "for plain data parallelism (DDP) or another strategy (comm=on_load, periodic, probabilistic, "
             "grad_accum), or launcher.nproc_per_node=1.")
-    _choice("logger.name", cfg.logger.name, ("jsonl", "wandb"))
-    _choice("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     t = cfg.train
-    _choice("train.amp", t.amp, ("auto", "off", "bf16", "fp16"))
     _check(t.device in ("auto", "cpu") or t.device.startswith("cuda"), "train.device", t.device,
            "auto, cpu or cuda[:N]")
     _pos("train.threads", t.threads, allow_none=True)
     _pos("train.check_every", t.check_every)
     _pos("checkpoint.every_loads", cfg.checkpoint.every_loads, allow_none=True)
-    _choice("resume", cfg.resume, ("auto", "never"))
     validate_data_root(d)
     try:
         OmegaConf.resolve(cfg)  # an interpolation error surfaces here, not mid-run
