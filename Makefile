@@ -335,10 +335,11 @@ bench-overhead: | $(VENV_STAMP)  ## runner over a bare loop, echo step over a pl
 bench-pipeline: | $(VENV_STAMP)  ## echo-run's input pipeline vs a plain DataLoader on JPEGs: results/bench/pipeline.json
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_pipeline.py
 
-# Needs fig-speedup's runs (its best rates and best echo level); the workload is that figure's, less its
-# simulated loader (this one is real: the pipeline throttled to R step-times per batch).
+# The best rates and echo level from fig-speedup's committed table ($(FIG_OUT)/speedup.csv; a rate it
+# lacks from a short pilot); the workload is that figure's, less its simulated loader (this one is real:
+# the pipeline throttled to R step-times per batch).
 bench-wallclock: | $(VENV_STAMP)  ## wall-clock time to target, best echoing vs best SGD, real pipeline at R=4 (+ clock check): results/bench/wallclock.json
-	OMP_NUM_THREADS=1 $(PY) scripts/bench_wallclock.py --from $(FIG_RUNS)/speedup --R 4 $(BENCH_WALL_ARGS) -- $(FIG_DATA) $(FIG_SPEEDUP_SET)
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_wallclock.py --rates-csv $(FIG_OUT)/speedup.csv --R 4 $(BENCH_WALL_ARGS) -- $(FIG_DATA) $(FIG_SPEEDUP_SET)
 
 gpu-smoke: | $(VENV_STAMP)  ## on one GPU, under 8 minutes: ResNet-18 bf16 step time, image-folder pipeline, idle of SGD vs adaptive, NCCL torchrun: results/bench/gpu.json
 	$(PY) scripts/gpu_smoke.py

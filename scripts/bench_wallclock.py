@@ -1,11 +1,15 @@
 """`make bench`, part 2: wall-clock time to target on the real pipeline slowed to R step-times per
 batch, the best echo setting against the best plain SGD, each at its own learning rate.
 
-1. The settings come from the speed-up figure's runs (``--from results/small/speedup``), by the
-   verdict table's rules: each reuse level's learning rate is its best mean test accuracy at equal
-   example loads (``runner.report.stats.best_lr_at_equal_loads``); the best echo level is the one
-   with the least mean simulated time to target (those runs ran on a simulated loader at R = 4),
-   among the levels where every seed reached it. Or give them: ``--sgd-lr 0.05 --p 0.25 --p-lr 0.025``.
+1. The settings (``pick_rates``): those given (``--sgd-lr 0.05 --p 0.25 --p-lr 0.025``) first; then the
+   committed speed-up table (``--rates-csv results/figures/speedup.csv``, from ``make fig-speedup``:
+   each reuse level at its best learning rate, by the verdict table's rules): plain SGD's rate, and
+   the echo level with the least mean simulated time to target among those where every seed reached
+   it (those runs ran on a simulated loader at R = 4), with its rate; a rate the table lacks (no
+   table, another SCALE's, a level not in it), from a short pilot of the advisor's (``pilot_rates``:
+   successive halving over 3 rates on the simulated clock at R, seed 0, within ``--pilot-fraction``
+   of the workload's budget; its runs are kept in ``--out``/pilot and found again). p, when neither
+   given nor in the table, is 1/R. ``--no-pilot``: exit 2 instead of the pilot.
 2. The step time of this machine now: echo-run's own wall time per training step of plain SGD on
    the workload (``--calib-steps`` steps, median of ``--calib-runs`` runs, evaluation off).
 3. The pipeline is throttled to ``pipeline.examples_per_s = batch / (R * step time)``: each fresh
@@ -23,7 +27,7 @@ mean over seeds, t interval on the log ratios), steps per fresh batch, the time 
 and the R the runs really saw. The physical limit of the speed-up is R (every step of SGD waits R-1
 step-times for data; echoing can fill them, but an echo step is worth at most a fresh one).
 
-Usage: python scripts/bench_wallclock.py [--from DIR] [--R 4] [--seeds 0 1 2] [-- echo-run overrides]
+Usage: python scripts/bench_wallclock.py [--rates-csv CSV] [--R 4] [--seeds 0 1 2] [-- echo-run overrides]
 The overrides are the workload (the speed-up figure's, less its hardware profile); the Makefile
 passes them.
 """
@@ -38,39 +42,131 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from runner import config, runs, summary
 from runner.errors import ConfigError
 from runner.metrics import read_jsonl
-from runner.report.runs import find_runs, group, target_of
-from runner.report.stats import best_lr_at_equal_loads, over_seeds, paired_ratio, to_target_estimate
+from runner.report.stats import over_seeds, paired_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 
 QUIET = ("logger.progress=false", "train.threads=1")
 
 
-def choose(claim_dir: str) -> dict:
-    """{sgd_lr, p, p_lr, by_level}: the speed-up figure's best rate per level and best level."""
-    rs = [r for r in find_runs([claim_dir]) if r.reuse is not None]
-    tgt = target_of(rs)
-    levels = {}
-    for (reuse,), lr_runs in group(rs, "reuse").items():
-        b = best_lr_at_equal_loads(lr_runs, "test_acc", "max")
-        if b is None:
-            continue
-        at_best = [r for r in lr_runs if r.lr == b["lr"]]
-        sim = to_target_estimate(at_best, "sim_s", tgt)
-        levels[reuse] = {"lr": b["lr"], "sim_s_to_target": sim.value if sim.has_value else None,
-                         "note": sim.note}
-    if 1.0 not in levels:
-        raise ConfigError(f"no plain SGD (1/p = 1) with an eligible learning rate below {claim_dir}: run "
-                          "`make fig-speedup` first, or give --sgd-lr, --p and --p-lr.")
-    echo = {k: v for k, v in levels.items() if k > 1 and v["sim_s_to_target"] is not None}
-    if not echo:
-        raise ConfigError(f"no echo level below {claim_dir} reached the target with every seed: give --p and --p-lr.")
-    best = min(echo, key=lambda k: echo[k]["sim_s_to_target"])
-    return {"sgd_lr": levels[1.0]["lr"], "p": 1.0 / best, "p_lr": echo[best]["lr"], "by_level": levels}
+def rates_from_csv(path) -> dict:
+    """What a speed-up table (``make fig-speedup``'s speedup.csv: one row per reuse level 1/p at its best
+    learning rate, with the mean simulated time to target over seeds, NaN when a seed missed it) says:
+    {sgd_lr, best: (p, lr) of the echo level with the least mean time to target, by_reuse {1/p: (lr,
+    sim_s)}, why: what it lacks}. Only rows of plain SGD (reuse 1) and constant p count."""
+    import pandas as pd
+
+    found = {"sgd_lr": None, "best": None, "by_reuse": {}, "why": []}
+    path = Path(path)
+    if not path.is_file():
+        found["why"].append(f"there is no {path}")
+        return found
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        found["why"].append(f"{path} is not a readable CSV ({' '.join(str(e).split())})")
+        return found
+    need = {"reuse", "method", "lr", "sim_s"} - set(df.columns)
+    if need:
+        found["why"].append(f"{path} has no column {', '.join(sorted(need))}")
+        return found
+    method = df["method"].fillna("").astype(str)
+    df = df[df["lr"].map(_finite) & df["reuse"].map(_finite) & (method.eq("sgd") | method.str.startswith("constant("))]
+    sgd = df[df["reuse"] == 1]
+    if len(sgd):
+        found["sgd_lr"] = float(sgd["lr"].iloc[0])
+    else:
+        found["why"].append(f"{path} has no row of plain SGD (reuse 1) with a learning rate")
+    echo = df[df["reuse"] > 1]
+    found["by_reuse"] = {float(r.reuse): (float(r.lr), float(r.sim_s)) for r in echo.itertuples()}
+    reached = echo[echo["sim_s"].map(_finite)]
+    if len(reached):
+        best = reached.loc[reached["sim_s"].idxmin()]
+        found["best"] = (1.0 / float(best["reuse"]), float(best["lr"]))
+    else:
+        found["why"].append(f"{path} has no echo level (constant p) whose every seed reached the target")
+    return found
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def pilot_rates(workload: list, R: float, levels: list, out: Path, fraction: float, log=print) -> dict:
+    """{level: its best learning rate} by the advisor's pilot (``runner.advise.grid``): the workload on
+    the simulated clock at loader ratio R (``hardware=ratio``), seed 0, each run stopping at the target
+    within ``fraction`` of the workload's budget; successive halving over 3 rates x2 apart around the
+    workload's rate (the rule is ``runner.advise.grid``'s docstring). Its runs are kept in ``out`` and
+    found again by the next call."""
+    from runner.advise import grid as G
+    from runner.advise import levels as L
+
+    base = [*[o for o in workload if not o.startswith("target.stop=")], *QUIET]
+    G.check_overrides(base)
+    cfg = G.compose(base)
+    G.check_target(cfg)
+    col = G.column(base, ["hardware=ratio", f"hardware.ratio={R:g}"], R, fraction, evals=10)
+    lvls = [L.parse(x) for x in levels]
+    pilot = G.Pilot(base, [col], lvls, [0], out, log=log, meta={"target": {"mode": cfg.target.mode}},
+                    rates=G.rates_around(float(cfg.optim.lr), G.RATES))
+    log(f"bench_wallclock: a short pilot for the learning rate of {', '.join(levels)}: {pilot.total()} runs "
+        f"({pilot.total() - pilot.missing()} found done in {out}), each to the target or {col['sim_s']:.4g} simulated "
+        f"seconds ({fraction:g} of the workload's budget) at R = {R:g}")
+    pilot.run()
+    return {lv.name: pilot.trials[f"{R:.6g}|{lv.name}"]["chosen"] for lv in lvls}
+
+
+def pick_rates(csv, given: dict, R: float, workload: list, out: Path, fraction: Optional[float],
+               log=print) -> dict:
+    """The learning rates and echo level to compare: {sgd_lr, p, p_lr, source {key: where from}}.
+    ``given`` (--sgd-lr, --p, --p-lr) first; then the committed speed-up table ``csv`` (the best echo level
+    by its mean time to target, or the row of the given --p); what it lacks, from a short pilot
+    (``pilot_rates``; ``fraction`` None: no pilot). p itself, when neither given nor in the table, is 1/R
+    (echoing enough to fill the wait for data). ConfigError when a rate has no source."""
+    got = {"sgd_lr": None, "p": None, "p_lr": None, "source": {}}
+    table = rates_from_csv(csv) if csv else {"sgd_lr": None, "best": None, "by_reuse": {}, "why": ["no --rates-csv"]}
+    where = str(csv)
+    for k in ("sgd_lr", "p", "p_lr"):
+        if given.get(k) is not None:
+            got[k], got["source"][k] = float(given[k]), "given"
+    if got["sgd_lr"] is None and table["sgd_lr"] is not None:
+        got["sgd_lr"], got["source"]["sgd_lr"] = table["sgd_lr"], where
+    if got["p"] is None and table["best"] is not None:
+        got["p"], got["source"]["p"] = table["best"][0], where + " (the least mean time to target)"
+    if got["p"] is None:
+        got["p"], got["source"]["p"] = 1.0 / R, "1/R"
+    row = next((v for reuse, v in table["by_reuse"].items() if math.isclose(reuse, 1.0 / got["p"])), None)
+    if got["p_lr"] is None and row is not None:
+        got["p_lr"], got["source"]["p_lr"] = row[0], where
+    lacking = {k: lv for k, lv in (("sgd_lr", "none"), ("p_lr", f"p={got['p']:g}")) if got[k] is None}
+    if not lacking:
+        return got
+    it = "them" if len(lacking) > 1 else "it"
+    what = " and ".join(("plain SGD's learning rate" if k == "sgd_lr" else f"the learning rate of p = {got['p']:g}")
+                        for k in lacking)
+    said = "; ".join(table["why"]) or f"{csv} has no row for p = {got['p']:g}"
+    if fraction is None:
+        raise ConfigError(f"{what}: not given, and not in the speed-up table ({said}); --no-pilot forbids the short "
+                          f"pilot that would find {it}. Give {it} (--sgd-lr, --p, --p-lr), run `make fig-speedup` to "
+                          "write the table, or drop --no-pilot.")
+    log(f"bench_wallclock: {what} not in the speed-up table ({said}): finding {it} with a short pilot")
+    try:
+        best = pilot_rates(workload, R, list(lacking.values()), out / "pilot", fraction, log)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: not given, not in the speed-up table ({said}), and the short pilot that would "
+                          f"find {it} cannot run: {e} Give {it} (--sgd-lr, --p, --p-lr) or run `make fig-speedup` to "
+                          "write the table.") from None
+    for k, lv in lacking.items():
+        got[k], got["source"][k] = best[lv], f"pilot ({out / 'pilot'})"
+    return got
 
 
 def run_dir(out: Path, name: str) -> Path:
@@ -97,10 +193,15 @@ def step_time(workload: list, out: Path, steps: int, repeats: int) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--from", dest="claim_dir", default=None, help="the speed-up figure's runs (results/small/speedup)")
-    ap.add_argument("--sgd-lr", type=float, help="plain SGD's learning rate (instead of --from)")
-    ap.add_argument("--p", type=float, help="the echo level: constant p (instead of --from)")
-    ap.add_argument("--p-lr", type=float, help="its learning rate (instead of --from)")
+    ap.add_argument("--rates-csv", default=None, metavar="CSV",
+                    help="the speed-up table with each level's best rate (results/figures/speedup.csv, committed)")
+    ap.add_argument("--sgd-lr", type=float, help="plain SGD's learning rate (instead of the table's)")
+    ap.add_argument("--p", type=float, help="the echo level: constant p (default: the table's best, else 1/R)")
+    ap.add_argument("--p-lr", type=float, help="its learning rate (instead of the table's)")
+    ap.add_argument("--pilot-fraction", type=float, default=0.5, metavar="F",
+                    help="a rate the table lacks: a short pilot, each run within F of the workload's budget "
+                         "(default: %(default)s)")
+    ap.add_argument("--no-pilot", action="store_true", help="fail (exit 2) instead of running the short pilot")
     ap.add_argument("--R", type=float, default=4.0, help="step-times per fresh batch (default: %(default)s)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-adaptive", action="store_true", help="leave adaptive echoing out")
@@ -111,23 +212,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     try:
-        if a.claim_dir:
-            pick = choose(a.claim_dir)
-        elif None not in (a.sgd_lr, a.p, a.p_lr):
-            pick = {"sgd_lr": a.sgd_lr, "p": a.p, "p_lr": a.p_lr, "by_level": None}
-        else:
-            raise ConfigError("give --from DIR (the speed-up figure's runs) or all of --sgd-lr, --p and --p-lr.")
-        for k in ("sgd_lr", "p", "p_lr"):
-            v = getattr(a, k)
-            if v is not None:
-                pick[k] = v
         workload = [*a.overrides, "target.stop=true"]
+        pick = pick_rates(a.rates_csv, {"sgd_lr": a.sgd_lr, "p": a.p, "p_lr": a.p_lr}, a.R, workload, out,
+                          None if a.no_pilot else a.pilot_fraction)
         cfg = config.compose([*workload, *QUIET])
         B, t = cfg.data.batch_size, cfg.target
         if t.value is None:
             raise ConfigError("the workload has no target (target.value=...): wall-clock time to target needs one.")
         print(f"bench_wallclock: SGD at lr {pick['sgd_lr']:g}; echo at p = {pick['p']:g} (1/p = {1 / pick['p']:g}), "
-              f"lr {pick['p_lr']:g}; target {t.metric} {'>=' if t.mode == 'max' else '<='} {t.value:g}", flush=True)
+              f"lr {pick['p_lr']:g}; target {t.metric} {'>=' if t.mode == 'max' else '<='} {t.value:g} (from: "
+              + "; ".join(f"{k} {v}" for k, v in pick["source"].items()) + ")", flush=True)
         steps = step_time(workload, out, a.calib_steps, a.calib_runs)
         step_s = statistics.median(steps)
         eps = B / (a.R * step_s)
