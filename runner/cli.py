@@ -1,7 +1,8 @@
 """The ``echo-run`` command: compose and validate the config, claim the run directory, train.
 
-Exit status: 0 done; 1 a run diverged or failed; 2 bad input (nothing was changed); 143 stopped by
-a signal after writing a checkpoint (re-run the same command to continue). A sweep (``-m``) runs every
+Exit status: 0 done; 1 a run diverged or failed (an error in the user's own code: with its traceback);
+2 bad input (nothing was changed); 143 stopped by a signal after writing a checkpoint (re-run the same
+command to continue). A sweep (``-m``) runs every
 job and exits with the first of 143, 2, 1 that a job ended with, whichever Hydra launcher ran them.
 """
 from __future__ import annotations

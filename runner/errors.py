@@ -4,7 +4,9 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """Input the user can fix (a bad value, missing files); the CLI prints it and exits with status 2."""
+    """Input the user can fix (a bad value, missing files, an unknown name, choices that do not fit
+    together); the CLI prints it and exits with status 2. Never for an error raised by the user's own
+    code (a data set or model that fails while imported or built): that keeps its type and traceback."""
 
 
 class Preempted(RuntimeError):

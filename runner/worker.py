@@ -5,8 +5,9 @@ directory; it never composes the config again, so every rank (and every restart)
 what the user asked for. Run alone (no ``RANK`` in the environment) it trains as one process.
 Exit status: 0 done (the summary says complete or diverged); 143 stopped by a signal after writing a
 checkpoint (torchrun's ``--max-restarts`` then restarts it, and it resumes); 2 bad input (missing data,
-a damaged checkpoint, a full disk: the paragraph goes to ``<run dir>/.refused.rank<k>`` for the
-``echo-run`` process to print and exit 2 with); other: an error.
+no readable checkpoint left, a full disk: the paragraph goes to ``<run dir>/.refused.rank<k>`` for the
+``echo-run`` process to print and exit 2 with); other: an error, with its traceback (an error in the
+user's own data set or model among them), which torchrun's failure summary shows as the root cause.
 """
 from __future__ import annotations
 
