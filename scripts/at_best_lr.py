@@ -32,6 +32,7 @@ from runner.report import plots, pyplot, title
 from runner.report.runs import ReportError, default_metric, find_runs, group, mode_of, target_of
 from runner.report.stats import (best_lr_at_equal_loads, paired_ratio, recorded, to_target_by_seed,
                                  to_target_estimate)
+from runner.report.stats import Estimate, none, t_interval
 from runner.report.tables import markdown
 
 
@@ -69,6 +70,20 @@ def pick(runs, metric: str, key: str = "label", tuning=None, measuring=None) -> 
                   f"({row['grid']}): a wider grid may find a better one", file=sys.stderr)
         out[k] = (b["lr"], measured, row)
     return out
+
+
+def log_estimate(runs, k: str, tgt: dict):
+    """The geometric mean over seeds of ``k`` to target with a t interval on the log scale (the
+    figure's log axis; on the raw scale, two or three seeds give intervals below zero)."""
+    e = to_target_estimate(runs, k, tgt)
+    if not e.has_value:
+        return e
+    vals = [v for v in to_target_by_seed(runs, k, tgt).values()]
+    if min(vals) <= 0:
+        return none(e.n, e.of, "the target was met at the first record (a time of 0)")
+    t = t_interval(np.log(vals))
+    back = (lambda v: math.exp(v) if math.isfinite(v) else math.nan)  # noqa: E731
+    return Estimate(back(t.value), back(t.lo), back(t.hi), t.n, t.of, t.note)
 
 
 def _seed_text(seeds, runs) -> str:
@@ -132,7 +147,7 @@ def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
     for reuse, (lr, rs, row) in chosen.items():
         p = {"reuse": reuse, "method": row["method"], "lr": lr, "seeds": row["seeds"]}
         for k in CLOCKS:
-            e = to_target_estimate(rs, k, tgt) if rs else None
+            e = log_estimate(rs, k, tgt) if rs else None
             ok = e is not None and e.has_value
             vals = list(to_target_by_seed(rs, k, tgt).values()) if ok else []
             p.update({k: e.value if ok else math.nan, f"{k}_lo": e.lo if ok else math.nan,
@@ -167,8 +182,8 @@ def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
     ideal_what = {"example_loads": "ideal: loads / (1/p)", "step": "ideal: SGD's steps",
                   "sim_s": f"ideal: max(loading, steps) on the {hw.get('name')} profile", "speedup": "ideal: y = 1/p"}
     for ax, k in zip(axes.flat, keys + ["speedup"]):
-        # The bars are the verdict's intervals: a t interval over the measuring seeds (of the log ratios
-        # for the speed-up); a level without one (one seed) has no bar.
+        # The bars: a t interval over the measuring seeds on the log scale (for the speed-up: the verdict's,
+        # on the log ratios paired by seed); a level without one (one seed) has no bar.
         y = df[k].to_numpy(float)
         lo, hi = df[f"{k}_lo"].to_numpy(float), df[f"{k}_hi"].to_numpy(float)
         ok = np.isfinite(y)
@@ -211,7 +226,8 @@ def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
                        f"target {tgt['metric']} {'≥' if tgt['mode'] == 'max' else '≤'} {tgt['value']:g}"))
     fig.tight_layout()
     fig.legend(handles=[Line2D([], [], color=c, marker="o",
-                               label=f"each level at its best lr: mean over {seeds}, bars: the verdict's 95% t interval"),
+                               label=f"each level at its best lr: geometric mean over {seeds}, bars: 95% t interval "
+                                     "on the log scale (for the speed-up: the verdict's, paired by seed)"),
                         Line2D([], [], color="#000000", ls="--", label="ideal (every echo step worth a fresh one)"),
                         Line2D([], [], color="#d62728", marker="x", ls="", label="target not reached by every seed")],
                loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False, fontsize=10)
@@ -228,7 +244,8 @@ def main(argv=None) -> int:
                     choices=list(plots.XS))
     ap.add_argument("--metric", help="test_acc | test_ppl | ... (default: by task)")
     ap.add_argument("--ylim", nargs=2, type=float, help="a wished y range, widened to hold every plotted value")
-    ap.add_argument("--tuning-seeds", type=seed_list, metavar="S,S", help="choose each rate on these seeds (default: all)")
+    ap.add_argument("--tuning-seeds", type=seed_list, metavar="S,S",
+                    help="choose each rate on these seeds (default: all)")
     ap.add_argument("--measuring-seeds", type=seed_list, metavar="S,S",
                     help="show and measure these seeds at the chosen rate (default: all)")
     a = ap.parse_args(argv)
@@ -252,9 +269,10 @@ def main(argv=None) -> int:
           "that stop at the target, the least mean example loads to it (`runner.report.stats."
           "best_lr_at_equal_loads`, the verdict table's rule; column `ranked by`).", "", markdown(table.astype(str))]
     if points is not None:
-        cols = ["reuse", "method", "lr", "seeds"] + [c for k in CLOCKS + ("speedup",) for c in (k, f"{k}_lo", f"{k}_hi")]
-        md += ["", "Per level (mean and 95% t interval over the measuring seeds, the figure's bars; speed-up paired "
-               "with SGD by seed):", "",
+        cols = (["reuse", "method", "lr", "seeds"]
+                + [c for k in CLOCKS + ("speedup",) for c in (k, f"{k}_lo", f"{k}_hi")])
+        md += ["", "Per level (geometric mean and 95% t interval on the log scale over the measuring seeds, the "
+               "figure's bars; speed-up paired with SGD by seed):", "",
                markdown(points[cols].map(lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)))]
         points.to_csv(plots.ext(out, ".csv"), index=False)
     else:

@@ -71,9 +71,11 @@ def test_rows_that_cannot_decide_say_not_informative_and_why(tmp_path):
     spec = {"claims": [claim("edge"), claim("one", method="linear"),
                        claim("chance", runs="c", lr="same"), claim("fine", method="sgd", baseline="sgd")]}
     rows = verdict(tmp_path, spec, tmp_path)
-    assert rows["edge", ""]["verdict"] == "not informative (cosine's best rate 0.1 is at the edge of its grid (0.025, 0.05, 0.1))"
+    assert rows["edge", ""]["verdict"] == ("not informative (cosine's best rate 0.1 is at the edge of its grid "
+                                           "(0.025, 0.05, 0.1))")
     assert rows["one", ""]["verdict"] == "not informative (linear ran at one rate (0.05): not tuned)"
-    assert rows["chance", "lr=0.05"]["verdict"] == "not informative (sgd's test_acc 0.103 is within 0.05 of chance (0.1))"
+    assert rows["chance", "lr=0.05"]["verdict"] == ("not informative (sgd's test_acc 0.103 is within 0.05 of chance "
+                                                    "(0.1))")
     assert float(rows["chance", "lr=0.05"]["value"]) == pytest.approx(0.8 - 0.103)  # measured all the same
     assert rows["fine", ""]["verdict"] == "inconclusive"  # sgd against itself: zero difference, zero width, n = 3
     md = (tmp_path / "v.md").read_text()

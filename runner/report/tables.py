@@ -202,19 +202,23 @@ def stats_frame(runs, metric: str, baselines=("sgd",), target: Optional[float] =
                 cells["best lr"] = (f"yes ({metric} {row['score_at_equal_loads']:.4g} at {row['equal_loads']:g} "
                                     "loads)" if row["best_lr"] else "")
                 if row["best_lr"] and base is not None:
-                    keep = (lambda rs: rs) if measuring is None else (lambda rs: [r for r in rs if r.seed in measuring])  # noqa: E731
-                    b_runs = keep([r for r in by_method[base] if r.lr == best[base]["lr"]])
+                    b_runs = _only([r for r in by_method[base] if r.lr == best[base]["lr"]], measuring)
                     row["baseline_lr"] = best[base]["lr"]
                     row["chosen_on_seeds"] = ", ".join(map(str, best[m]["seeds"]))
-                    row["measured_on_seeds"] = ", ".join(map(str, sorted({r.seed for r in keep(seeds)})))
+                    row["measured_on_seeds"] = ", ".join(map(str, sorted({r.seed for r in _only(seeds, measuring)})))
                     cells["vs baseline"] = f"{base} at lr {best[base]['lr']:g}"
                     cells["chosen on seeds"] = row["chosen_on_seeds"]
                     cells["measured on seeds"] = row["measured_on_seeds"] or "none"
-                    _paired(keep(seeds), b_runs, m, base, metric, tgt, confidence, row, cells)
+                    _paired(_only(seeds, measuring), b_runs, m, base, metric, tgt, confidence, row, cells)
                 num.append(row)
                 txt.append({**{k: row[k] for k in ("dataset", "model", "budget", "world_size", "best_lr", "baseline",
                                                    "target")}, "_method": m, **cells})
     return pd.DataFrame(num), pd.DataFrame(txt)
+
+
+def _only(runs, seeds) -> list:
+    """The runs of these seeds (all of them when ``seeds`` is None)."""
+    return list(runs) if seeds is None else [r for r in runs if r.seed in seeds]
 
 
 def _over_seeds(seeds, metric: str, tgt, confidence: float, row: dict, cells: dict) -> None:

@@ -377,7 +377,8 @@ def measure_slope(claim: dict, runs, defaults: dict) -> dict:
             slopes[s] = None
             continue
         slopes[s] = float(np.polyfit(x, np.log(y), 1)[0])
-    e = over_seeds(slopes, conf, missing="not reached at every level") if seeds else none(0, 0, "no seed at every level")
+    e = (over_seeds(slopes, conf, missing="not reached at every level") if seeds
+         else none(0, 0, "no seed at every level"))
     levels_text = ", ".join(f"{r:g}" for r in sorted(per))
     e = Estimate(e.value, e.lo, e.hi, e.n, e.of, "; ".join(n for n in (e.note, f"1/p = {levels_text}") if n))
     return {"estimate": e, "method_lr": math.nan, "baseline_lr": math.nan, "why": why}
