@@ -221,7 +221,7 @@ fig-speedup: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8 runs-sp
 runs-schedules: | $(VENV_STAMP)
 	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/schedules $(FIG_DATA) $(FIG_HW) $(FIG_SCHED_SET) schedule=none,constant,cosine,linear,step optim.lr=$(FIG_SCHED_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
 fig-schedules: runs-schedules  ## figs. 2-3: none/constant/cosine/linear/step at equal loads, at their best rates, on every clock
-	$(REPORT) best-lr $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules $(FIG_YLIM)
+	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules $(FIG_PICK) --x example_loads $(FIG_YLIM)
 	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/clocks $(FIG_PICK) --x example_loads step epoch wall_s sim_s $(FIG_YLIM)
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules_stats
 

@@ -5,6 +5,7 @@ learning rate at equal example loads."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,42 @@ def test_the_best_lr_is_chosen_on_the_tuning_seeds_only(tmp_path):
     assert stats.best_lr_at_equal_loads(runs, "test_acc", "max")["lr"] == 0.05  # all seeds: the lucky seed wins
     b = stats.best_lr_at_equal_loads(runs, "test_acc", "max", seeds=[0, 1])
     assert (b["lr"], b["seeds"], b["grid"], b["edge"]) == (0.1, [0, 1], [0.05, 0.1, 0.2], False)
+
+
+def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_seeds(tmp_path, monkeypatch):
+    import csv
+
+    from runner.report import cli as report_cli
+
+    # cosine: 0.1 is best on seeds 0, 1; 0.05 would win on seeds 2-4. sgd: 0.05. Each run keeps its
+    # per-example results (a plain .npy standing in for runner.records' file): cosine right on 10 more.
+    rng = np.random.default_rng(1)
+    right = rng.random(1000) < 0.9
+    better = right.copy()
+    better[np.flatnonzero(~right)[:10]] = True
+    for s in range(5):
+        for lr, fin in ((0.05, 0.99 if s >= 2 else 0.90), (0.1, 0.93), (0.2, 0.91)):
+            d = write_run(tmp_path / "m" / f"cos-{lr}-{s}", "cosine", seed=s, lr=lr, T=600, final=fin)
+            np.save(d / "ex.npy", better)
+        for lr in (0.025, 0.05, 0.1):
+            d = write_run(tmp_path / "m" / f"sgd-{lr}-{s}", "sgd", seed=s, lr=lr, T=600,
+                          final=0.92 if lr == 0.05 else 0.9)
+            np.save(d / "ex.npy", right)
+    monkeypatch.setattr(stats, "_example_reader", lambda: (lambda run_dir: np.load(Path(run_dir) / "ex.npy")))
+    out = tmp_path / "st"
+    assert report_cli.main(["stats", "--tuning-seeds", "0,1", "--measuring-seeds", "2,3,4", str(tmp_path / "m"),
+                            "--out", str(out)]) == 0
+    with open(tmp_path / "st.csv") as f:
+        rows = {(r["method"], float(r["lr"])): r for r in csv.DictReader(f)}
+    cos = rows["cosine", 0.1]
+    assert cos["best_lr"] == "True" and rows["cosine", 0.05]["best_lr"] == "False"
+    assert (cos["chosen_on_seeds"], cos["measured_on_seeds"], cos["diff_final_basis"]) == (
+        "0, 1", "2, 3, 4", "seeds × test examples")
+    want = stats.two_level_bootstrap(np.tile(right, (3, 1)).astype(float), np.tile(better, (3, 1)).astype(float))
+    assert [float(cos[k]) for k in ("diff_final", "diff_final_lo", "diff_final_hi")] == pytest.approx(
+        [0.01, want.lo, want.hi], rel=1e-9)
+    md = (tmp_path / "st.md").read_text()
+    assert "seeds × test examples" in md and "chosen on seeds" in md
+    with pytest.raises(SystemExit) as bad:  # argparse's usage error: exit 2
+        report_cli.main(["stats", "--tuning-seeds", "zero", str(tmp_path / "m")])
+    assert bad.value.code == 2
