@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_successive_halving_runs_and_stops_exactly_the_expected_runs(tmp_path, m
     assert "use p=0.5 (2 steps per fresh batch) at lr 0.05: predicted speed-up over plain SGD at its best lr 0.1" \
         in stdout
     md = (out / "advice.md").read_text()
-    assert "| 4 | none | 0.1 |" in md and "| 4 | p=0.5 | 0.05 |" in md
+    assert re.search(r"\| 4 +\| none +\| 0\.1 +\|", md) and re.search(r"\| 4 +\| p=0\.5 +\| 0\.05 +\|", md)
     # confirm trains each of the two at the rate the pilot chose for it.
     made.clear()
     res = confirm(g, DIGITS, out, seeds=[0, 1], log=lambda *a: None)
@@ -172,5 +173,5 @@ def test_each_level_at_its_own_rate_on_digits(tmp_path):
     assert rec["speedup"]["value"] == pytest.approx(sgd["sim_s"] / level["sim_s"])
     assert f"at lr {level['lr']:g}: predicted speed-up over plain SGD at its best lr {sgd['lr']:g}" in stdout
     md = (tmp_path / "advice.md").read_text()
-    assert f"| 8 | none | {sgd['lr']:g} |" in md and "each level tried 0.025, 0.05, 0.1" in md
+    assert re.search(rf"\| 8 +\| none +\| {sgd['lr']:g} +\|", md) and "each level tried 0.025, 0.05, 0.1" in md
     assert (tmp_path / "heatmap.png").stat().st_size > 10_000

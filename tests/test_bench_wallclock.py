@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COLS = "reuse,method,lr,seeds,example_loads,sim_s,sim_s_note,speedup"
 # The table's shape (results/figures/speedup.csv); p = 0.125 missed the target on a seed (NaN).
 TABLE = [COLS, "1.0,sgd,0.1,3,17066,10.7,,1.0", "2.0,constant(p=0.5),0.025,3,15786,9.9,,1.08",
-         "4.0,constant(p=0.25),0.05,3,11946,8.7,,1.45", "8.0,constant(p=0.125),0.0125,3,13653,,not reached by 1 of 3 seeds,",
+         "4.0,constant(p=0.25),0.05,3,11946,8.7,,1.45",
+         "8.0,constant(p=0.125),0.0125,3,13653,,not reached by 1 of 3 seeds,",
          "4.0,cosine,0.2,3,9000,1.0,,9.9"]  # not a constant p: never chosen
 DIGITS = ["model.width=8", "target.value=0.9", "budget.example_loads=14370"]
 
@@ -80,7 +81,7 @@ def test_what_the_table_lacks_comes_from_the_pilot(bench, tmp_path, monkeypatch)
 ])
 def test_neither_table_nor_pilot_is_one_paragraph_and_exit_2(bench, tmp_path, capsys, rows, says):
     csv = tmp_path / "speedup.csv" if rows is None else write(tmp_path, rows)
-    with pytest.raises(ConfigError, match=r"^plain SGD's learning rate.*: not given, and not in the speed-up table") as e:
+    with pytest.raises(ConfigError, match=r"^plain SGD's learning rate.*: not given, and not in the speed-up tab") as e:
         bench.pick_rates(csv, {}, 4.0, DIGITS, tmp_path, None)
     assert says in str(e.value) and "--no-pilot" in str(e.value)
     code = bench.main(["--rates-csv", str(csv), "--no-pilot", "--out", str(tmp_path / "out"), "--", *DIGITS])

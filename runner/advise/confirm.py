@@ -2,9 +2,10 @@
 pipeline, and the measured wall-clock speed-up set beside the predicted one.
 
 The confirmation runs are the pilot's cells of the measured R (the same workload, profile, budget,
-evaluations and seeds; each level at the learning rate the pilot chose for it), with two changes: adaptive echoing asks the real pipeline whether a fresh
-batch is ready (``echo.ready_from=pipeline``; in the pilot the simulated clock said so), and they
-run in ``<out>/confirm/``. Each records ``sim_s`` (the clock's prediction for that very run) beside
+evaluations and seeds; each level at the learning rate the pilot chose for it), with two changes:
+adaptive echoing asks the real pipeline whether a fresh batch is ready
+(``echo.ready_from=pipeline``; in the pilot the simulated clock said so), and they run in
+``<out>/confirm/``. Each records ``sim_s`` (the clock's prediction for that very run) beside
 ``wall_s``. The measured speed-up is SGD's wall-clock time to the target over the level's, matched
 by seed (``paired_ratio``: geometric mean with a 95% t interval); it is compared with the interval
 that ``recommend`` predicted from the pilot, and the report says whether it lies inside it, and by

@@ -357,8 +357,8 @@ class Pilot:
                     f"cells are kept in {self.out} (grid.json holds the partial grid): run the same command again to "
                     "continue where it stopped, or raise --max-runs, or give fewer --levels / --seeds / --rates.")
             budget = "" if p["final"] else f"-{p['fraction']:.3g}budget"
-            run_dir = self.out / "runs" / (f"R{p['col']['R']:.3g}-{p['level'].slug}-lr{p['lr']:g}{budget}-seed{p['seed']}"
-                                           f"-{p['hash'][:8]}")
+            run_dir = self.out / "runs" / (f"R{p['col']['R']:.3g}-{p['level'].slug}-lr{p['lr']:g}{budget}"
+                                           f"-seed{p['seed']}-{p['hash'][:8]}")
             part = "" if p["final"] else f" for {p['fraction']:.3g} of the budget (rung {p['rung'] + 1})"
             self.log(f"advise: running {what}{part} at R={p['col']['R']:.3g} -> {run_dir}")
             t = time.perf_counter()

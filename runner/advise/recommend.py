@@ -195,10 +195,10 @@ def heatmap(g: dict, rows, rec, path: Path) -> list:
         chosen = rec[f"{R:.6g}"]["level"]
         for i, n in enumerate(names):
             v = M[i, j]
-            txt = "-" if not np.isfinite(v) else f"{1 / v:.2f}x"
+            txt = ("-" if not np.isfinite(v) else f"{1 / v:.2f}x") + (" *" if n == chosen else "")
             lr = rows[f"{R:.6g}"][n].get("lr")
-            txt += "" if lr is None or g.get("same_rate") else f"\nlr {lr:g}"
-            ax.text(j, i, txt + (" *" if n == chosen else ""), ha="center", va="center", fontsize=11,
+            txt += "" if lr is None or g.get("same_rate") else f"\nlr {lr:g}"  # each level's own rate
+            ax.text(j, i, txt, ha="center", va="center", fontsize=11,
                     color="white" if not np.isfinite(v) or v > (0.5 + vmax) / 2 else "black",
                     fontweight="bold" if n == chosen else "normal")
     ax.set_facecolor("#888888")
@@ -238,13 +238,16 @@ def rates_md(g: dict, rows) -> str:
     if g.get("same_rate", "trials" not in g):
         return (f"Learning rate: the workload's {g['lr']:g} for every level (--same-rate): a level whose best rate "
                 "is another one is compared at a disadvantage.")
+    import pandas as pd
+
+    from ..report.tables import markdown
+
     rg = ", ".join(f"{c} rate{'s' if c > 1 else ''} to {f:.3g} of the budget" for c, f in g["rungs"])
-    out = [f"Learning rates: each level tried {', '.join(format(x, 'g') for x in g['rates'])} (x2 apart around the "
-           f"workload's {g['lr']:g}), by successive halving ({rg}; the best third of each rung went on; the "
-           f"rungs before the last on seed {g['seeds'][0]}, the last on every seed); the speed-up compares plain SGD "
-           "at its best rate with each level at its own.", "",
-           "| R | level | chosen lr | rung: rates best first (simulated seconds to target, or best "
-           f"{g['target']['metric']}) |", "|---|---|---|---|"]
+    head = (f"Learning rates: each level tried {', '.join(format(x, 'g') for x in g['rates'])} (x2 apart around the "
+            f"workload's {g['lr']:g}), by successive halving ({rg}; the best third of each rung went on; the "
+            f"rungs before the last on seed {g['seeds'][0]}, the last on every seed); the speed-up compares plain SGD "
+            "at its best rate with each level at its own.")
+    out = []
     for col in g["columns"]:
         for lv in g["levels"]:
             t = g["trials"].get(f"{col['R']:.6g}|{lv['name']}")
@@ -254,9 +257,11 @@ def rates_md(g: dict, rows) -> str:
             for k, r in enumerate(t["rungs"]):
                 cells = [f"{x:g} ({_rung_cell(r['cells'][format(x, 'g')])})" for x in r["rates"]]
                 said.append(f"{k + 1} ({r['fraction']:.3g}): " + ", ".join(cells))
-            chosen = "-" if t["chosen"] is None else f"{t['chosen']:g}"
-            out.append(f"| {col['R']:.3g} | {lv['name']} | {chosen} | {'; '.join(said)} |")
-    return "\n".join(out)
+            out.append([f"{col['R']:.3g}", lv["name"], "-" if t["chosen"] is None else f"{t['chosen']:g}",
+                        "; ".join(said)])
+    cols = ["R", "level", "chosen lr", f"rung (budget): rates best first (simulated seconds to target, or best "
+                                       f"{g['target']['metric']})"]
+    return head + "\n\n" + markdown(pd.DataFrame(out, columns=cols))
 
 
 def _rung_cell(cells: List[dict]) -> str:
