@@ -97,7 +97,9 @@ def test_documented_examples_run(page, tmp_path):
     env = _env(tmp_path)
     for b in blocks(page):
         if b.mark == "write":
-            (tmp_path / b.target).write_text(b.code, encoding="utf-8")
+            path = tmp_path / b.target
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(b.code, encoding="utf-8")
             continue
         if b.mark != "test":
             continue
