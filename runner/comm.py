@@ -6,9 +6,18 @@ The training loop talks to a strategy through a few calls: ``wrap(model)`` befor
 accumulation goes on), ``after_step(fresh, u)`` after each step (model averaging), and ``agree`` /
 ``reduce_max`` for the few scalars that ranks must share.
 
-Counting: ``rounds`` is the number of steps on which the model was communicated, ``calls`` the
-collective calls that carried it and ``bytes`` their payload, all counted where the calls are made
-(DDP's communication hook, or the flattened tensor that model averaging all-reduces).
+Counting: ``rounds`` is the number of steps on which the model was communicated, plus the final
+round, ``calls`` the collective calls that carried it and ``bytes`` their payload, all counted where
+the calls are made (DDP's communication hook, or the flattened tensor that model averaging
+all-reduces).
+
+Consensus: every record evaluates the average of the ranks' models (``consensus()``: averaged in
+place for the evaluation and restored bit for bit afterwards, so no rank's training changes; its
+payload is counted apart, in ``eval_bytes``), and ``final_round()`` averages the ranks' models once
+more at the end, so that every rank ends with the model the last record evaluated. Under DDP the
+parameters are equal on every rank and only the float buffers (BatchNorm statistics, updated by
+each rank's own batches) differ: they are averaged at records and at the end only, not after every
+step, so that ``comm=allreduce`` costs what plain DDP costs.
 ``sync_rounds`` counts the one-number all-reduces of ``agree`` (echo=adaptive), which are latency,
 not model traffic. ``after_step`` returns the step's ``Traffic``: the payload of every collective
 call, those that DDP overlaps with the backward pass apart from those made before or after the
@@ -31,18 +40,18 @@ pseudo-gradient for an outer SGD step (DiLoCo, Douillard et al. 2023).
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import reduce
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from torch.distributed.algorithms.model_averaging.utils import average_parameters
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .errors import ConfigError
+from .seeds import comm_seed  # the communication coin's stream, apart from the run's others (runner/seeds.py)
 
 _FNV_OFFSET, _FNV_PRIME, _MASK = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
@@ -60,11 +69,6 @@ def fold(h: int, fresh: bool, sent: bool) -> int:
     return ((h ^ (int(fresh) | int(sent) << 1)) * _FNV_PRIME) & _MASK
 
 
-def comm_seed(seed: int) -> int:
-    # The communication coin's own stream: apart from the echo coin, the model and the sampler.
-    return (seed * 2_000_029 + 101) % (2**63)
-
-
 def float_buffers(model: nn.Module) -> List[torch.Tensor]:
     """Buffers that averaging must carry (BatchNorm statistics); integer counters such as
     ``num_batches_tracked`` advance identically on every rank and are left alone."""
@@ -77,6 +81,32 @@ def broadcast_model(model: nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src)
+
+
+def flatten(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """One flat copy of ``tensors`` in their common dtype, each in its logical (row-major) order."""
+    dtype = reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+
+
+def unflatten_(tensors: List[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy ``flat`` back into ``tensors`` in place: each keeps its storage, dtype and memory format
+    (channels_last), and the optimizer and DDP keep the tensors they hold."""
+    with torch.no_grad():
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view(t.shape))
+            offset += t.numel()
+
+
+def all_reduce_mean_(flat: torch.Tensor, world: int) -> None:
+    """The mean over ranks, in place: divided first, then summed, as
+    ``torch.distributed.algorithms.model_averaging.utils.average_parameters`` does (so the result is
+    PeriodicModelAverager's to the bit). That utility is not called itself: it synchronises the
+    whole device before its all-reduce and rebinds each parameter's ``.data`` to a contiguous view,
+    which drops channels_last; a collective on the default stream needs no synchronisation."""
+    flat /= world
+    dist.all_reduce(flat)
 
 
 def checksum(tensors: List[torch.Tensor]) -> torch.Tensor:
@@ -97,6 +127,8 @@ class Local:
         self.model, self.ctx = model, ctx
         self.world = ctx.world if ctx is not None else 1
         self.rounds, self.bytes, self.calls, self.sync_rounds = 0, 0, 0, 0
+        self.eval_bytes, self.eval_calls = 0, 0  # evaluation-only averages (consensus), apart from training's
+        self.agreed = True  # every rank holds the same model (all start from rank 0's)
         self.decisions = _FNV_OFFSET
         self.steps = 0
         self.last_round_step = None  # the step (0-based) of the last communication round
@@ -122,32 +154,81 @@ class Local:
         """Communicate if this step calls for it; returns the step's collective calls."""
         self.communicate(fresh, u)
         sent = self._sent > 0
+        traffic = self._close_round()
+        self.agreed = self.world == 1 or self._agreed_after(sent)
+        self.decisions = fold(self.decisions, fresh, sent)
+        self.steps += 1
+        return traffic
+
+    def _close_round(self) -> Traffic:
+        sent = self._sent > 0
         if sent:
             self.rounds += 1
             self.bytes += self._sent
             self.last_round_step = self.steps
         traffic = Traffic(sent, tuple(self._overlapped), tuple(self._sequential))
         self._sent, self._overlapped, self._sequential = 0, [], []
-        self.decisions = fold(self.decisions, fresh, sent)
-        self.steps += 1
         return traffic
+
+    def _agreed_after(self, sent: bool) -> bool:
+        """Whether the ranks hold the same model after a step (``sent``: the step was a round)."""
+        return sent
+
+    def _unshared(self) -> List[torch.Tensor]:
+        """The tensors that may differ between ranks, which the consensus and the final round average."""
+        return self._tensors()
+
+    @contextmanager
+    def consensus(self) -> Iterator[nn.Module]:
+        """The model to evaluate: the average of the ranks' models, every rank taking part (rank 0
+        alone evaluates it). Each rank's tensors are averaged in place and restored afterwards from
+        a flat copy, bit for bit, so its training (parameters, BatchNorm statistics, optimizer) goes
+        on as if nothing happened; the payload is counted in ``eval_bytes``, not in ``bytes``. When
+        the ranks already agree (one process, the step after a round, DDP without BatchNorm) there is
+        nothing to average."""
+        if self.agreed:
+            yield self.model
+            return
+        tensors = self._unshared()
+        own = flatten(tensors)
+        avg = own.clone()
+        all_reduce_mean_(avg, self.world)
+        self.eval_calls += 1
+        self.eval_bytes += avg.numel() * avg.element_size()
+        unflatten_(tensors, avg)
+        try:
+            yield self.model
+        finally:
+            unflatten_(tensors, own)
+
+    def final_round(self) -> bool:
+        """At the end of training, one more averaging round, if the ranks' models differ: every rank
+        ends with the average of the ranks' models, which is what the records evaluate (plain
+        averaging, also under an outer optimizer). Counted in ``rounds``, ``calls`` and ``bytes``, at
+        ``last_round_step = steps`` (after the last step); returns whether it communicated."""
+        if self.agreed:
+            return False
+        self._average(self._unshared())
+        self._close_round()
+        self.agreed = True
+        return True
 
     def round_checksum(self) -> None:
         """The checksum after this step's round (``comm.checksums=true``; the loop times it apart)."""
         self.checksum = checksum(self._tensors())
 
     def _tensors(self) -> List[torch.Tensor]:
-        # The Parameter objects themselves: average_parameters rebinds each one's ``.data``.
         return list(self.model.parameters()) + float_buffers(self.model)
 
     def _average(self, tensors: List[torch.Tensor]) -> None:
-        """All-reduce the mean of ``tensors`` as one flat tensor (model_averaging's utility)."""
-        dtype = reduce(torch.promote_types, (t.dtype for t in tensors))  # the flat tensor's type
-        n = sum(t.numel() for t in tensors) * dtype.itemsize
+        """All-reduce the mean of ``tensors`` as one flat tensor, copied back in place."""
+        flat = flatten(tensors)
+        n = flat.numel() * flat.element_size()
         self.calls += 1
         self._sent += n
         self._sequential.append(n)
-        average_parameters(iter(tensors), None)
+        all_reduce_mean_(flat, self.world)
+        unflatten_(tensors, flat)
 
     def agree(self, flag: bool) -> bool:
         """True only when every rank's flag is True (one all-reduce MIN of one number)."""
@@ -176,6 +257,7 @@ class Local:
         return {"rank": self.ctx.rank if self.ctx is not None else 0, "world_size": self.world, "comm": self.name,
                 "steps": self.steps, "decision_hash": f"{self.decisions:016x}", "comm_rounds": self.rounds,
                 "comm_calls": self.calls, "comm_bytes": self.bytes, "sync_rounds": self.sync_rounds,
+                "eval_comm_calls": self.eval_calls, "eval_comm_bytes": self.eval_bytes,
                 "last_round_step": self.last_round_step, "initial_checksum": floats(self.initial_checksum),
                 "param_checksum": floats(self.checksum), "final_checksum": floats(checksum(self._tensors()))}
 
@@ -183,36 +265,46 @@ class Local:
         cpu = lambda t: None if t is None else t.cpu()
         return {"rounds": self.rounds, "bytes": self.bytes, "calls": self.calls, "sync_rounds": self.sync_rounds,
                 "decisions": self.decisions, "steps": self.steps, "last_round_step": self.last_round_step,
-                "checksum": cpu(self.checksum), "initial_checksum": cpu(self.initial_checksum)}
+                "checksum": cpu(self.checksum), "initial_checksum": cpu(self.initial_checksum),
+                "eval_calls": self.eval_calls, "eval_bytes": self.eval_bytes, "agreed": self.agreed}
 
     def load_state_dict(self, st: dict) -> None:
         self.rounds, self.bytes, self.calls, self.sync_rounds = st["rounds"], st["bytes"], st["calls"], st["sync_rounds"]
         self.decisions, self.steps, self.last_round_step = st["decisions"], st["steps"], st["last_round_step"]
         self.checksum, self.initial_checksum = st["checksum"], st["initial_checksum"]
+        # Checkpoints written before the consensus existed: nothing averaged for evaluation yet, and
+        # whether the ranks agree unknown, so the next record averages (harmless when they do).
+        self.eval_calls, self.eval_bytes = st.get("eval_calls", 0), st.get("eval_bytes", 0)
+        self.agreed = st.get("agreed", self.world == 1)
 
 
 class _DDPStrategy(Local):
-    """Gradients all-reduced by DDP; a counting hook sees every bucket it sends. Buffers are not
-    broadcast by DDP at each forward but averaged after each optimizer step, so that
-    all strategies carry BatchNorm statistics the same way and count them."""
+    """Gradients all-reduced by DDP; a counting hook sees every bucket it sends. The parameters are
+    equal on every rank after every step; the float buffers (BatchNorm statistics) are not
+    broadcast at each forward nor averaged after each step, but averaged at records (``consensus``)
+    and at the end (``final_round``), as the averaging strategies' are: a step costs what plain
+    DDP's costs, and every strategy carries BatchNorm statistics the same way."""
 
     def wrap(self, model: nn.Module) -> nn.Module:
         self.ddp = None
         if self.world == 1:  # grad_accum alone: accumulation without communication
             return model
         dev = self.ctx.device
-        # Buffers are synced once at construction, then averaged by us, not broadcast every forward
+        # Buffers are synced once at construction, then averaged at records, not broadcast every forward
         # (newer torch spells broadcast_buffers=False as forward_sync_buffers=False).
         kw = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
               else {"broadcast_buffers": False})
         self.ddp = DDP(model, device_ids=[dev] if dev.type == "cuda" else None, **kw)
         self.ddp.register_comm_hook(self, _counting_hook)
+        self._buffers = bool(float_buffers(model))
         return self.ddp
 
-    def communicate(self, fresh: bool, u: float) -> None:
-        bufs = float_buffers(self.model)
-        if self._sent and bufs:  # gradients went out in this step's backward
-            self._average(bufs)
+    def _agreed_after(self, sent: bool) -> bool:
+        # Every forward in training mode moves each rank's BatchNorm statistics by its own batch.
+        return self.ddp is None or not self._buffers
+
+    def _unshared(self) -> List[torch.Tensor]:
+        return float_buffers(self.model)
 
 
 def _counting_hook(strategy, bucket):  # DDP checks a hook's annotations: leave them out

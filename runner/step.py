@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,20 +52,33 @@ def train_step(net, opt, scaler, batch, comm, amp, grad_clip) -> torch.Tensor:
     return loss.detach().float()
 
 
+class Evaluation(NamedTuple):
+    metrics: dict  # test_loss and test_acc (classification) or test_ppl (language)
+    per_example: np.ndarray  # in test-set order: bool, right or not (classification); float32 loss (language)
+
+
 @torch.no_grad()
-def evaluate(model, batches, task: str, amp) -> dict:
-    """Test loss and accuracy (classification) or perplexity (language) over ``batches``."""
+def evaluate(model, batches, task: str, amp) -> Evaluation:
+    """Test loss and accuracy (classification) or perplexity (language) over ``batches``, with the
+    per-example results they are made of (whether each example was right, or each block's mean
+    token loss), gathered on the device from the same forward passes and copied to the host once."""
     model.eval()
-    total, correct, n = 0.0, 0, 0
+    sums, per = [], []
+    n = 0
     for x, y in batches:
         with amp():
             logits = model(x).float()
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        sums.append(loss.sum())
         n += y.numel()
         if task == "classification":
-            correct += (logits.argmax(-1) == y).sum().item()
+            per.append(logits.argmax(-1) == y)
+        else:
+            per.append(loss.view(len(y), -1).mean(1))
     model.train()
-    loss = total / n
+    # One host copy for the whole test set; each batch's sum is float32 as before, added in float64.
+    loss = torch.stack(sums).cpu().double().sum().item() / n
+    per_example = torch.cat(per).cpu().numpy()
     if task == "classification":
-        return {"test_loss": loss, "test_acc": correct / n}
-    return {"test_loss": loss, "test_ppl": math.exp(min(loss, 50.0))}
+        return Evaluation({"test_loss": loss, "test_acc": int(per_example.sum()) / n}, per_example)
+    return Evaluation({"test_loss": loss, "test_ppl": math.exp(min(loss, 50.0))}, per_example)

@@ -16,13 +16,14 @@ from typing import Callable, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import accel, checkpoint, comm as comm_mod, data, dist, echo, parts, pipeline, simclock
+from . import accel, checkpoint, comm as comm_mod, data, dist, echo, parts, pipeline, seeds, simclock
 from .config import build, config_hash, resolved
 from .errors import ConfigError, Diverged, Preempted
 from .launch import requeue, scheduler_signal
 from .metrics import Progress, build_sinks, clean, write_json
-from .schedules import lr_at
-from .schema import ScheduleKeys
+from .records import write_final_examples
+from .schedules import example_position, lr_at, lr_position
+from .schema import METRICS, ScheduleKeys
 from .step import evaluate, train_step
 from .summary import make_summary, reached
 
@@ -40,6 +41,8 @@ class Counters:
     recorded_step: int = -1  # the step of the last record
     saved_step: int = -1  # the step of the last checkpoint
     at_target: bool = False  # target.stop: a record reached the target, and the run ends there
+    load_start: int = 0  # example loads before the latest load (the learning rate's position)
+    since_load: int = 0  # steps since the latest load
 
 
 class Budget:
@@ -54,8 +57,9 @@ class Budget:
         self.loads = self.batches * loads_per_batch if self.batches else None
         self.steps, self.sim_s = b.steps, b.sim_s
 
-    def fraction(self, c: Counters, sim_s: Optional[float]) -> float:
-        u = c.example_loads / self.loads if self.loads else 0.0
+    def fraction(self, c: Counters, sim_s: Optional[float], loads: Optional[float] = None) -> float:
+        """``loads``: the example loads to count instead of ``c.example_loads`` (the lr's position)."""
+        u = (c.example_loads if loads is None else loads) / self.loads if self.loads else 0.0
         if self.steps:
             u = max(u, c.step / self.steps)
         if self.sim_s and sim_s is not None:
@@ -129,6 +133,8 @@ class Timer:
 
 
 class Trainer:
+    final_examples = None  # the last record's per-example results (rank 0), written by finish()
+
     def __init__(self, cfg: DictConfig, run_dir: Path, clock: Callable[[], float] = time.perf_counter):
         """``clock``: the training clock's time source (a benchmark may count CPU time instead)."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -159,7 +165,7 @@ class Trainer:
             cfg, self.upstream, build(cfg.schedule, ScheduleKeys), transfer=transfer,
             ready=self.clock.ready if by_clock else self.source.ready, agree=None if by_clock else self.comm.agree,
             on_echo=self.splits.augment if cfg.data.augment_on_echo else None)
-        torch.manual_seed(cfg.seed + 7919 * (ctx.rank + 1))  # per-rank stream for dropout and the like
+        torch.manual_seed(seeds.rank_seed(cfg.seed, ctx.rank))  # per-rank stream for dropout and the like
         self.c = Counters(next_eval=cfg.eval.every_loads or 0, next_ckpt=cfg.checkpoint.every_loads or 0)
         self.loss, self.timer = LossMeter(dev), Timer(lambda: accel.sync(dev), clock)
         self.resolved = resolved(cfg)
@@ -239,7 +245,7 @@ class Trainer:
                 if self.clock:
                     for _ in range(s.loaded // self.B):
                         self.clock.load()
-                lr = lr_at(self.optim, u)
+                lr = lr_at(self.optim, self.lr_fraction(s))
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 self.loss.add(train_step(self.net, self.opt, self.scaler, s.batch, self.comm, self.amp,
@@ -254,6 +260,31 @@ class Trainer:
         except Diverged:
             return "diverged"
         return "complete"
+
+    def lr_fraction(self, s) -> float:
+        """The budget fraction of the step about to train on ``s``, for its learning rate: its own
+        position, an echo between its batch's load and the next (schedules.lr_position), < 1."""
+        c = self.c
+        if s.fresh:
+            c.load_start, c.since_load = c.example_loads, 0
+        else:
+            c.since_load += 1
+        loads, st = c.example_loads + s.loaded * self.world, self.stream
+        if st.policy == "example":
+            pool = 0 if st.pool is None else len(echo.leaves(st.pool)[0])
+            position = example_position(loads, (pool + self.B) * self.world, st.factor)
+        else:
+            position = lr_position(c.load_start, loads - c.load_start, c.since_load, uses_ahead(st, s))
+        return self.budget.fraction(c, self.sim_s(), position)
+
+    def final_round(self) -> bool:
+        """The ranks' models averaged once more at the end (comm.final_round), off the clocks like
+        evaluation; returns whether that communicated."""
+        if not self.comm.final_round():
+            return False
+        if self.checksums:
+            self.comm.round_checksum()
+        return True
 
     def communicate(self, fresh: bool, u: float) -> None:
         traffic = self.comm.after_step(fresh, u)
@@ -289,6 +320,8 @@ class Trainer:
             c.next_eval += self.every_eval
         while self.every_ckpt and c.next_ckpt <= c.example_loads:
             c.next_ckpt += self.every_ckpt
+        if final and self.final_round():
+            c.recorded_step = -1  # a record of this step predates the round: the last record counts it
         if eval_due and c.recorded_step != c.step:
             rec = self.record(u)
             if self.clock and not final:
@@ -314,16 +347,23 @@ class Trainer:
         rec = {"step": c.step, "example_loads": c.example_loads, "epoch": c.example_loads / len(self.splits.train),
                "echo_steps": c.echo_steps, "wall_s": wall, "eval_s": c.eval_s,
                "sim_s": self.sim_s(), "idle_s": self.clock.idle_s if self.clock else idle,
-               "real_idle_s": idle, "lr": lr_at(self.optim, u), "p_load": self.last_p,
-               "train_loss": self.loss.take(), "comm_rounds": self.comm.rounds, "comm_bytes": self.comm.bytes,
-               "sync_rounds": self.comm.sync_rounds, "world_size": ctx.world}
-        if ctx.is_main:
-            batches = pipeline.eval_batches(self.splits.test, self.cfg.eval.batch_size, self.cfg.data.workers,
-                                            ctx.device, self.pin)
-            rec.update(evaluate(self.model, batches, self.splits.task, self.amp))
-            metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
-            self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step, p=self.last_p,
-                            **{metric: rec[metric]})
+               # the rate the last step trained at (the optimizer's, restored with it on resume)
+               "real_idle_s": idle, "lr": self.opt.param_groups[0]["lr"] if c.step else lr_at(self.optim, u),
+               "p_load": self.last_p, "train_loss": self.loss.take(), "comm_rounds": self.comm.rounds,
+               "comm_bytes": self.comm.bytes, "sync_rounds": self.comm.sync_rounds, "world_size": ctx.world}
+        # Every rank takes part in averaging the ranks' models; rank 0 evaluates the average, and
+        # each rank's own model is restored for training.
+        with self.comm.consensus() as model:
+            if ctx.is_main:
+                batches = pipeline.eval_batches(self.splits.test, self.cfg.eval.batch_size, self.cfg.data.workers,
+                                                ctx.device, self.pin)
+                ev = evaluate(model, batches, self.splits.task, self.amp)
+                rec.update(ev.metrics)
+                self.final_examples = ev.per_example  # written at the end, if this is the last record
+                metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
+                self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step,
+                                p=self.last_p, **{metric: rec[metric]})
+        rec["eval_comm_bytes"] = self.comm.eval_bytes  # the consensus's payload, apart from comm_bytes
         c.eval_s += time.perf_counter() - t0
         rec["eval_s"] = c.eval_s
         c.records += 1
@@ -361,6 +401,8 @@ class Trainer:
 
     def finish(self, status: str) -> dict:
         write_json(self.run_dir / f"rank{self.ctx.rank}.json", self.comm.report())  # decisions, checksums
+        if self.ctx.is_main and self.final_examples is not None:  # the last record's, example by example
+            write_final_examples(self.run_dir, self.final_examples, self.splits.task)
         summary = make_summary(self.cfg, self.resolved, self.run_dir, status, self.chash, self.ctx.world,
                                self.comm.name)
         summary["stopped_at_target"] = self.c.at_target
@@ -371,7 +413,15 @@ class Trainer:
         return summary
 
 
-METRICS = {"classification": ("test_acc", "test_loss", "train_loss"), "language": ("test_ppl", "test_loss", "train_loss")}
+def uses_ahead(stream, s) -> float:
+    """The further uses of the latest batch expected after step ``s`` (schedules.lr_position): batch
+    echoing knows its batch's remaining uses; stochastic echoing expects (1 - p) / p (a load with
+    probability p at each step); adaptive echoing cannot know when the loader will be ready (0)."""
+    if stream.policy == "batch":
+        return float(stream.uses_left)
+    if stream.policy == "stochastic":
+        return (1.0 - s.p) / s.p if s.p > 0 else math.inf
+    return 0.0
 
 
 def check_target(t, task: str) -> None:

@@ -1,6 +1,7 @@
 """The training loop end to end in-process: exact counting, budgets, reproducibility."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,6 +71,12 @@ def test_records_carry_every_clock_and_metric(tmp_path, small_digits):
     assert recs[-1]["epoch"] == pytest.approx(recs[-1]["example_loads"] / 1438)  # 1,797 digits less a 20% test split
     assert recs[-1]["wall_s"] > 0 and recs[-1]["eval_s"] > 0
     assert len(summary["config_hash"]) == 16 and summary["versions"]["torch"]
+    # the final record's examples, one bit each in test-set order: as many right as its accuracy says
+    from runner.records import load_final_examples
+
+    right = load_final_examples(tmp_path)
+    assert right.dtype == bool and len(right) == 1797 - 1438
+    assert right.sum() == round(recs[-1]["test_acc"] * len(right))
 
 
 def test_language_run_reports_perplexity(tmp_path):
@@ -79,6 +86,12 @@ def test_language_run_reports_perplexity(tmp_path):
     assert recs[-1]["test_ppl"] == pytest.approx(math.exp(recs[-1]["test_loss"]), rel=1e-12)
     assert recs[-1]["test_ppl"] < 1024  # a trained model beats the uniform guess over the vocabulary
     assert summary["target"]["metric"] == "test_ppl"
+    # the final record's loss block by block (float16): blocks of equal length average to test_loss
+    from runner.records import load_final_examples
+
+    loss = load_final_examples(tmp_path)
+    assert loss.dtype == np.float32 and len(loss) == 64
+    assert loss.mean(dtype=np.float64) == pytest.approx(recs[-1]["test_loss"], rel=1e-3)
 
 
 def test_dataset_selects_its_default_model():
@@ -93,3 +106,32 @@ def test_target_stop_ends_the_run_at_the_first_record_that_reaches_it(tmp_path):
     assert hits and recs[-1] == hits[0] and all(r["test_acc"] < 0.8 for r in recs[:-1])
     assert recs[-1]["example_loads"] < 14370 and summary["stopped_at_target"] is True
     assert summary["target"]["reached"]["step"] == recs[-1]["step"]
+
+
+def test_the_echoes_of_the_last_batch_train(tmp_path, monkeypatch):
+    """Batch echoing (3 uses a batch) with the default cosine rate falling to 0: every step trains at
+    the rate of its own position, between its batch's load and the next (the k-th load's j-th use at
+    u = (k + j/3) / 10), > 0 to the end, so the final model is not the one right after the last load."""
+    import runner.train as T
+    from runner.schedules import lr_at
+
+    lrs, after_last_load = [], {}
+    real = T.train_step
+
+    def spy(net, opt, *args):
+        lrs.append(opt.param_groups[0]["lr"])
+        loss = real(net, opt, *args)
+        if len(lrs) == 28:  # step 27 loaded the 10th and last batch
+            after_last_load.update({k: v.clone() for k, v in net.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(T, "train_step", spy)
+    recs, _ = run_inproc(tmp_path, "echo=batch", "echo.factor=3", "budget.example_loads=320", "eval.every_loads=null",
+                         "model.width=4", "data.max_test_examples=32", "optim.lr_schedule=cosine",
+                         "optim.lr_min_ratio=0")
+    o = make_cfg("optim.lr_schedule=cosine", "optim.lr_min_ratio=0").optim
+    assert recs[-1]["step"] == len(lrs) == 30
+    assert lrs == pytest.approx([lr_at(o, (t // 3 + (t % 3) / 3) / 10) for t in range(30)], rel=1e-12)
+    assert min(lrs) > 0 and recs[-1]["lr"] == lrs[-1]
+    final = torch.load(tmp_path / "checkpoint" / "rank0.pt", weights_only=True)["model"]
+    assert any(not torch.equal(final[k], v) for k, v in after_last_load.items())

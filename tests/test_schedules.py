@@ -52,3 +52,15 @@ def test_a_users_own_schedule_plugs_in_by_target(tmp_path):
                          "~schedule.p_min", "+schedule.offset=0", "budget.steps=30", "eval.every_loads=null",
                          "model.width=4", "data.max_test_examples=32")
     assert recs[-1]["step"] == 30 and recs[-1]["echo_steps"] == 20  # loads at steps 0, 3, 6, ...
+
+
+def test_lr_position_moves_through_the_echoes_and_stays_below_the_next_load():
+    # batch echoing, 4 uses of a batch of 32 loaded after 320 examples: the j-th use at 320 + 32 j / 4
+    got = [S.lr_position(320, 32, j, 3 - j) for j in range(4)]
+    assert got == pytest.approx([320, 328, 336, 344], abs=1e-12)
+    # stochastic echoing at p = 1/4: expected 3 more uses after the load; f = jp / (jp + 1) < 1 always
+    got = [S.lr_position(320, 32, j, 3.0) for j in range(200)]
+    assert got[0] == 320 and all(a < b < 352 for a, b in zip(got, got[1:]))
+    assert S.lr_position(320, 32, 7, math.inf) == 320  # p = 0: the data never moves on
+    # example echoing: the loads less the held uses over the factor; the last step holds its own batch
+    assert S.example_position(2048, 2 * 32, 2.0) == 2016 and S.example_position(512, 1056, 2.0) == 0.0

@@ -40,11 +40,13 @@ def test_torchrun_job_writes_one_run_directory(tmp_path):
     last = summary["final"]
     assert summary["status"] == "complete" and summary["world_size"] == 2 and summary["method"] == "constant(p=0.5)+on_load"
     loads = last["step"] - last["echo_steps"]
-    assert last["example_loads"] == 2 * 16 * loads == 1280 and last["comm_rounds"] == loads
     r = [json.loads((run / f"rank{k}.json").read_text()) for k in (0, 1)]
+    final = r[0]["last_round_step"] == last["step"]  # the final round, when the last step was an echo
+    assert last["example_loads"] == 2 * 16 * loads == 1280 and last["comm_rounds"] == loads + final
     assert r[0]["decision_hash"] == r[1]["decision_hash"]
     assert r[0]["initial_checksum"] == r[1]["initial_checksum"]  # rank 0's model, broadcast
     assert r[0]["param_checksum"] == r[1]["param_checksum"] is not None
+    assert r[0]["final_checksum"] == r[1]["final_checksum"]  # both ranks end with the same model
     assert r[0]["comm_bytes"] == last["comm_bytes"] > 0
 
     # A SIGTERM (a scheduler's pre-emption) with no records due (eval.every_loads=null): the ranks agree
@@ -72,6 +74,41 @@ def test_torchrun_job_writes_one_run_directory(tmp_path):
     assert without_wall(read_records(again)) == without_wall(read_records(run))
     for k in (0, 1):
         assert json.loads((again / f"rank{k}.json").read_text()) == r[k]
+
+
+# Every local strategy in a torchrun job (a job runs one strategy): records between rounds, and the
+# run ends with the same model on both ranks. Plain on_load is the job above; periodic and
+# probabilistic with DiLoCo's outer Nesterov step here; the other combinations (periodic+nesterov,
+# probabilistic, on_load+nesterov) in test_comm.py's training loops, which share one pair of
+# processes (a torchrun job costs ~15 CPU-seconds to start).
+LOCAL = {"periodic": ("comm=periodic", "comm.period=3", "schedule=none"),
+         "probabilistic+nesterov": ("comm=probabilistic", "comm.schedule.p=0.5", "comm.outer_optim=nesterov",
+                                    "schedule=constant", "schedule.p=0.5")}
+TINY = ("launcher=torchrun", "launcher.nproc_per_node=2", "train.threads=1", "data.batch_size=16", "model.width=4",
+        "data.max_test_examples=64", "eval.every_loads=96", "budget.example_loads=320", "checkpoint.enabled=false")
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+def test_local_strategies_evaluate_the_consensus_and_end_with_one_model(tmp_path, name):
+    run = tmp_path / "run"
+    p = cli(*TINY, *LOCAL[name], f"hydra.run.dir={run}", timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = read_records(run)
+    r = [json.loads((run / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert r[0]["final_checksum"] == r[1]["final_checksum"] and r[0]["decision_hash"] == r[1]["decision_hash"]
+    last = recs[-1]
+    assert last["comm_rounds"] == r[0]["comm_rounds"] and last["comm_bytes"] == r[0]["comm_bytes"]
+    # the evaluation-only averages are counted apart: training's rounds each carry the model once
+    model_bytes = r[0]["comm_bytes"] // r[0]["comm_rounds"]
+    assert r[0]["comm_bytes"] == r[0]["comm_rounds"] * model_bytes
+    assert last["eval_comm_bytes"] == r[1]["eval_comm_bytes"] and last["eval_comm_bytes"] % model_bytes == 0
+    if name == "periodic":
+        # rounds at steps 0, 3, 6 and 9 (0-based), the last step: no final round is needed; the records
+        # after 3, 6 and 9 steps came between rounds and each averaged the model for evaluation
+        assert [rec["step"] for rec in recs] == [0, 3, 6, 9, 10] and r[0]["last_round_step"] == 9
+        assert last["comm_rounds"] == 4 and last["eval_comm_bytes"] == 3 * model_bytes
+    else:
+        assert len(recs) >= 4 and last["eval_comm_bytes"] > 0
 
 
 FAILING = '''
