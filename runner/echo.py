@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional
 import torch
 
 from . import schedules as S
+from .seeds import echo_seed  # the echo coin's stream, apart from the run's others (runner/seeds.py)
 
 Batch = Any  # a tensor, or a tuple / list / mapping of batches (see the module's docstring)
 
@@ -510,8 +511,3 @@ def from_config(cfg, upstream: Iterator[Batch], schedule: S.Schedule, **kw: Any)
     """An EchoStream for echo-run's ``echo`` group and the built p(u) (seeded from ``cfg.seed``)."""
     return EchoStream(upstream, policy=cfg.echo.policy, schedule=schedule, factor=cfg.echo.factor,
                       buffer=cfg.echo.buffer, seed=echo_seed(cfg.seed), **kw)
-
-
-def echo_seed(seed: int) -> int:
-    # Its own stream, apart from the model's and the sampler's generators.
-    return (seed * 1_000_003 + 17) % (2**63)

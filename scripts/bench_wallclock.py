@@ -48,6 +48,7 @@ from runner import config, runs, summary
 from runner.errors import ConfigError
 from runner.metrics import read_jsonl
 from runner.report.stats import over_seeds, paired_ratio
+from runner.schema import target_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
         if t.value is None:
             raise ConfigError("the workload has no target (target.value=...): wall-clock time to target needs one.")
         print(f"bench_wallclock: SGD at lr {pick['sgd_lr']:g}; echo at p = {pick['p']:g} (1/p = {1 / pick['p']:g}), "
-              f"lr {pick['p_lr']:g}; target {t.metric} {'>=' if t.mode == 'max' else '<='} {t.value:g} (from: "
+              f"lr {pick['p_lr']:g}; target {target_text(t)} (from: "
               + "; ".join(f"{k} {v}" for k, v in pick["source"].items()) + ")", flush=True)
         steps = step_time(workload, out, a.calib_steps, a.calib_runs)
         step_s = statistics.median(steps)
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     res["command"] = "python scripts/bench_wallclock.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out.mkdir(parents=True, exist_ok=True)
     (out / "wallclock.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print(f"\nWall-clock time to {t.metric} {'>=' if t.mode == 'max' else '<='} {t.value:g}, pipeline at R = {a.R:g} "
+    print(f"\nWall-clock time to {target_text(t)}, pipeline at R = {a.R:g} "
           f"step-times per batch ({step_s * 1e3:.1f} ms steps), {len(a.seeds)} seeds; the limit of the speed-up is {a.R:g}:\n")
     print("| method | wall_s to target (95% interval) | speed-up SGD / method (paired) | steps per fresh batch | waited for data (real_idle_s) |")
     print("|---|---|---|---|---|")

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from ..config import import_from_cwd
 from ..errors import ConfigError
+from ..report import finite
 from . import profile as prof
 
 RESULTS = Path("results") / "advisor"
@@ -300,16 +301,7 @@ def _confirm(base: List[str], out: Path, seeds, log) -> int:
     print(r["line"])
     if r.get("runs"):
         log(f"confirm: {out / 'confirm.md'}, {out / 'confirm.json'}")
-    return 1 if r.get("runs") and r["inside"] is None and not _has(r["measured"]) else 0
-
-
-def _has(e: dict) -> bool:
-    import math
-
-    try:
-        return math.isfinite(float(e.get("value")))
-    except (TypeError, ValueError):
-        return False
+    return 1 if r.get("runs") and r["inside"] is None and not finite(r["measured"].get("value")) else 0
 
 
 def cmd_confirm(a, log=print) -> int:

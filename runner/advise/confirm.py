@@ -14,13 +14,14 @@ how much it misses it if not.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import ConfigError
 from ..metrics import write_json
+from ..report import finite
+from ..schema import target_text
 from . import grid as G
 from . import levels as L
 
@@ -44,10 +45,10 @@ def load_grid(out: Path, command: str) -> dict:
 def verdict(measured: dict, predicted: dict) -> tuple:
     """(inside: bool or None, one sentence) for a measured speed-up against the predicted interval."""
     m = measured.get("value")
-    if not _finite(m):
+    if not finite(m):
         return None, f"no measured speed-up ({measured.get('note') or 'a run missed the target'})"
     p, lo, hi = predicted.get("value"), predicted.get("lo"), predicted.get("hi")
-    if _finite(lo) and _finite(hi):
+    if finite(lo) and finite(hi):
         if lo <= m <= hi:
             return True, f"inside the predicted interval {lo:.2f}-{hi:.2f}x"
         if m < lo:
@@ -55,13 +56,6 @@ def verdict(measured: dict, predicted: dict) -> tuple:
                            f"{(lo - m) / lo:.0%}")
         return False, f"NOT inside the predicted interval {lo:.2f}-{hi:.2f}x: above its upper end by {(m - hi) / hi:.0%}"
     return None, f"{(m - p) / p:+.0%} from the predicted {p:.2f}x (no predicted interval: one seed)"
-
-
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def _estimate(base: Dict[int, Optional[float]], method: Dict[int, Optional[float]], name: str) -> dict:
@@ -76,8 +70,8 @@ def clock_rows(runs: List[dict]) -> List[str]:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         e, hit = r["end"], r["reached"] or {}
-        err = lambda s, w: "-" if not (_finite(s) and _finite(w) and w) else f"{(s - w) / w:+.1%}"  # noqa: E731
-        f = lambda v: "-" if not _finite(v) else f"{v:.3g}"  # noqa: E731
+        err = lambda s, w: "-" if not (finite(s) and finite(w) and w) else f"{(s - w) / w:+.1%}"  # noqa: E731
+        f = lambda v: "-" if not finite(v) else f"{v:.3g}"  # noqa: E731
         out.append(f"| {Path(r['dir']).name} | {r['level']} | {r['seed']} | {f(e.get('wall_s'))} | {f(e.get('sim_s'))} | "
                    f"{err(e.get('sim_s'), e.get('wall_s'))} | {f(hit.get('wall_s'))} | {f(hit.get('sim_s'))} | "
                    f"{err(hit.get('sim_s'), hit.get('wall_s'))} |")
@@ -135,23 +129,23 @@ def confirm(g: dict, base_overrides: List[str], out: Path, seeds: Optional[List[
     measured = _estimate(by("none", "wall_s"), by(name, "wall_s"), name)
     clock_said = _estimate(by("none", "sim_s"), by(name, "sim_s"), name)
     inside, how = verdict(measured, predicted)
-    mfmt = "-" if not _finite(measured["value"]) else (
+    mfmt = "-" if not finite(measured["value"]) else (
         f"{measured['value']:.2f}x" + (f" (95% interval {measured['lo']:.2f}-{measured['hi']:.2f}x)"
-                                       if _finite(measured["lo"]) else ""))
+                                       if finite(measured["lo"]) else ""))
     pfmt = (f"{predicted['value']:.2f}x" + (f" ({predicted['lo']:.2f}-{predicted['hi']:.2f}x)"
-                                            if _finite(predicted.get("lo")) else ""))
+                                            if finite(predicted.get("lo")) else ""))
     head = (f"confirm: {name} against plain SGD at R = {R:.3g}, {len(seeds)} seed(s), wall-clock time to "
-            f"{goal['metric']} {'>=' if goal['mode'] == 'max' else '<='} {goal['value']:g} on the real pipeline: "
+            f"{target_text(goal)} on the real pipeline: "
             f"measured speed-up {mfmt}; predicted {pfmt}: {how}.")
     errs = [(r["end"]["sim_s"] - r["end"]["wall_s"]) / r["end"]["wall_s"] for r in runs
-            if _finite(r["end"].get("sim_s")) and _finite(r["end"].get("wall_s")) and r["end"]["wall_s"]]
+            if finite(r["end"].get("sim_s")) and finite(r["end"].get("wall_s")) and r["end"]["wall_s"]]
     clock = (f"clock check: sim_s against wall_s at the end of these {len(errs)} runs: median error "
              f"{sorted(errs)[len(errs) // 2]:+.1%}, largest {max(errs, key=abs):+.1%}" if errs else "clock check: -")
     md = [f"# Confirmation: {g['workload']}", "", f"**{head[len('confirm: '):]}**", "",
           f"- predicted by the pilot (simulated time, seeds {g['seeds']}): {pfmt}",
           f"- learning rates (the pilot's choice): plain SGD {rate(g, R, 'none'):g}, {name} {rate(g, R, name):g}",
           f"- the clock's prediction for these very runs (their sim_s to target): "
-          f"{'-' if not _finite(clock_said['value']) else format(clock_said['value'], '.2f') + 'x'}",
+          f"{'-' if not finite(clock_said['value']) else format(clock_said['value'], '.2f') + 'x'}",
           f"- measured (wall_s to target, seeds {seeds}): {mfmt}",
           f"- {clock}", f"- {len(runs)} runs in {out}/confirm/ ({spent:.0f} s in this call; finished ones are read again)", "",
           *clock_rows(runs), ""]

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
+from ..schema import METRICS, target_text
 from ..metrics import read_jsonl, write_json
 from . import levels as L
 
@@ -56,9 +57,6 @@ FIXED = ("logger.progress=false", "checkpoint.enabled=false", "target.stop=true"
 ETA = 3
 STEP = 2.0  # the rates of a level are this factor apart
 RATES = 3  # rates per level by default: lr/2, lr, 2 lr
-# Metrics the loop records, per task, with the range they can take.
-METRICS = {"classification": {"test_acc": (0.0, 1.0), "test_loss": (0.0, math.inf), "train_loss": (0.0, math.inf)},
-           "language": {"test_ppl": (1.0, math.inf), "test_loss": (0.0, math.inf), "train_loss": (0.0, math.inf)}}
 
 
 def compose(overrides: Sequence[str]):
@@ -91,7 +89,7 @@ def check_target(cfg, task: Optional[str] = None) -> None:
     v = float(t.value)
     if (t.mode == "max" and v > hi) or (t.mode == "min" and v < lo) or not math.isfinite(v):
         bound = f"at most {hi:g}" if t.mode == "max" else f"at least {lo:g}"
-        raise ConfigError(f"the target {t.metric} {'>=' if t.mode == 'max' else '<='} {v:g} can never be reached: "
+        raise ConfigError(f"the target {target_text(t)} can never be reached: "
                           f"{t.metric} is always {bound}. Give a reachable target.value (the data set's default "
                           "is in conf/dataset/).")
 

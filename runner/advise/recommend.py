@@ -15,8 +15,11 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import pandas as pd
+
 from ..errors import ConfigError
 from ..metrics import write_json
+from ..report.tables import markdown
 from . import grid as G
 
 
@@ -30,10 +33,13 @@ def level_times(g: dict, R: float, level: str) -> Dict[int, Optional[float]]:
 
 
 def gmean(vals) -> Optional[float]:
+    """scipy's geometric mean; None when a value is missing (a seed missed the target) or not positive."""
     vals = list(vals)
     if not vals or any(v is None or v <= 0 for v in vals):
         return None
-    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+    from scipy.stats import gmean as geometric_mean
+
+    return float(geometric_mean(vals))
 
 
 def rate(g: dict, R: float, level: str) -> Optional[float]:
@@ -147,7 +153,7 @@ def table(g: dict, rows, rec) -> str:
     t = g["target"]
     names = [lv["name"] for lv in g["levels"]]
     head = ["R", *names, "recommended", "steps per fresh batch", "speed-up vs none [95%]"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out = []
     for col in g["columns"]:
         k = f"{col['R']:.6g}"
         row, r = rows[k], rec[k]
@@ -159,11 +165,12 @@ def table(g: dict, rows, rec) -> str:
                 txt = f"- ({c['reached']}/{c['seeds']})"
             cells.append(f"**{txt}**" if n == r["level"] else txt)
         spf = row[r["level"]]["steps_per_fresh"] if r["level"] else None
-        out.append("| " + " | ".join([f"{col['R']:.3g}", *cells, r["level"] or "-",
-                                      "-" if spf is None else f"{spf:.2f}", fmt_speedup(r.get("speedup"))]) + " |")
+        out.append([f"{col['R']:.3g}", *cells, r["level"] or "-", "-" if spf is None else f"{spf:.2f}",
+                    fmt_speedup(r.get("speedup"))])
     goal = f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g}"
     return (f"Simulated seconds to {goal}, geometric mean over seeds {g['seeds']} ('-' = missed by a seed within the "
-            f"budget; (k/n): reached by k of n seeds); **bold** = recommended.\n\n" + "\n".join(out) + "\n")
+            f"budget; (k/n): reached by k of n seeds); **bold** = recommended.\n\n"
+            + markdown(pd.DataFrame(out, columns=head)) + "\n")
 
 
 def heatmap(g: dict, rows, rec, path: Path) -> list:

@@ -16,15 +16,15 @@ from __future__ import annotations
 from .plots import _plt as pyplot, _title as title  # public: the advisor's heatmap and the scripts draw with them
 from .plots import (COLOURS, XS, YS, available, best_figs, claim_figs, clock_check_fig, colour,
                     curves_figs, ext, ideal, plot_methods, save)
-from .runs import (Run, ReportError, default_metric, find_runs, group, mode_of, reuses, series, target_of,
-                   to_target)
+from .runs import (Run, ReportError, default_metric, find_runs, finite, group, mode_of, reuses, series,
+                   target_of, to_target)
 from .stats import (Estimate, best_lr_at_equal_loads, bootstrap_interval, claim_points, mean_band,
                     paired_difference, paired_ratio, t_interval)
 from .tables import lr_table, method_table, runs_frame, stats_frame, write_best_lr
 
 __all__ = ["pyplot", "title", "COLOURS", "XS", "YS", "available", "best_figs", "claim_figs",
            "clock_check_fig", "colour", "curves_figs", "ext", "ideal", "plot_methods", "save", "Run",
-           "ReportError", "default_metric", "find_runs", "group", "mode_of", "reuses", "series", "target_of",
+           "ReportError", "default_metric", "find_runs", "finite", "group", "mode_of", "reuses", "series", "target_of",
            "to_target", "Estimate", "best_lr_at_equal_loads", "bootstrap_interval", "claim_points", "mean_band",
            "paired_difference", "paired_ratio", "t_interval", "lr_table", "method_table", "runs_frame",
            "stats_frame", "write_best_lr"]

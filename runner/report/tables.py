@@ -15,6 +15,7 @@ from typing import Optional
 
 import pandas as pd
 
+from ..schema import target_text
 from .plots import BAND, ext
 from .runs import CLOCKS, ReportError, finite, group, mode_of, target_of, to_target
 from .stats import (CONFIDENCE, Estimate, best_lr_at_equal_loads, bootstrap_interval, examples_difference,
@@ -192,8 +193,7 @@ def stats_frame(runs, metric: str, baselines=("sgd",), target: Optional[float] =
                        "label": seeds[0].label, "lr": lr, "seeds": len(seeds),
                        "diverged": sum(r.status == "diverged" for r in seeds), "metric": metric,
                        "confidence": confidence, "baseline": base,
-                       "target": (f"{tgt['metric']} {'>=' if tgt['mode'] == 'max' else '<='} {tgt['value']:g}"
-                                  if tgt else None)}
+                       "target": target_text(tgt) if tgt else None}
                 cells = {"method": row["label"], "lr": f"{lr:g}", "seeds": str(len(seeds))}
                 _over_seeds(seeds, metric, tgt, confidence, row, cells)
                 row["best_lr"] = best[m] is not None and best[m]["lr"] == lr
