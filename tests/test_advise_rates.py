@@ -143,6 +143,7 @@ def test_rates_rank_by_target_then_time_then_metric():
 
 
 # ------------------------------------------------------------------------- the real thing, on digits
+@pytest.mark.slow  # 8 short runs: about 6 s on an idle core
 def test_each_level_at_its_own_rate_on_digits(tmp_path):
     """digits at R = 8, plain SGD and adaptive, one seed, the default 3 rates: per level 3 runs to 1/3 of
     the budget and one to all of it; the advice names the rates."""
