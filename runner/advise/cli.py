@@ -58,9 +58,10 @@ def parsers() -> tuple:
     r = sub.add_parser("recommend", formatter_class=fmt, help="a pilot grid on the simulated clock: the level to use",
                        epilog=EPILOG, description=(
         "Measure R (or take --ratios), run a pilot grid of echo levels x seeds on the simulated clock with "
-        "the profile, each run stopping at the target, and recommend the level with the shortest simulated "
-        "time to the target (monotone in R), with its predicted speed-up over plain SGD and a 95% interval "
-        "over seeds. Writes advice.md, grid.json and heatmap.png/pdf."))
+        "the profile, each run stopping at the target and each level at its own best learning rate (--rates, "
+        "or --same-rate), and recommend the level with the shortest simulated time to the target (monotone in "
+        "R), with its predicted speed-up over plain SGD at its best rate and a 95% interval over seeds. Writes "
+        "advice.md, grid.json and heatmap.png/pdf."))
     _common(r)
     r.add_argument("--levels", nargs="+", default=None, metavar="LEVEL",
                    help="none, p=P, cosine (linear, step), adaptive, e=E (default: none p=0.5 p=0.25 cosine adaptive e=2 e=4)")
