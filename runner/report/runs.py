@@ -21,6 +21,9 @@ from ..metrics import read_jsonl
 from ..summary import method_label, model_label, reached
 
 CLOCKS = ("example_loads", "step", "wall_s", "sim_s")  # the clocks a time to target is read on
+# libyaml's safe loader where PyYAML was built with it: a results tree holds hundreds of configs, and
+# the pure-Python loader spent most of a verdict's time parsing them.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ReportError(ConfigError):
@@ -139,7 +142,7 @@ def find_runs(paths) -> list:
                 continue  # a run that has not written its first record yet, or one given twice
             seen.add(d.resolve())
             summary = d / "summary.json"
-            runs.append(Run(d, yaml.safe_load(cfg_file.read_text()), read_jsonl(d / "metrics.jsonl"),
+            runs.append(Run(d, yaml.load(cfg_file.read_text(), Loader=SAFE_LOADER), read_jsonl(d / "metrics.jsonl"),
                             _read_json(summary) if summary.exists() else None))
     if not runs:
         raise ReportError("no runs were found under " + ", ".join(map(str, paths)) + ": a run directory "
