@@ -112,8 +112,9 @@ def write(root: Path, d: str, lab: str, lr: float, s: int) -> None:
     if not lang:
         recs[-1]["test_acc"] = final
     sched = ({"name": "constant", "p": p["p"]} if p.get("p") else {"name": p.get("sched", "none"), "p": 0.5})
-    cfg = {"data": {"name": "python_docs" if lang else "fashion_mnist", "task": "language" if lang else "classification",
-                    "batch_size": 64, "augment": bool(p.get("aug")), "augment_on_echo": bool(p.get("reaug"))},
+    cfg = {"data": {"name": "python_docs" if lang else "fashion_mnist",
+                    "task": "language" if lang else "classification", "batch_size": 64,
+                    "augment": bool(p.get("aug")), "augment_on_echo": bool(p.get("reaug"))},
            "model": {"_target_": "runner.models.mobilenet_v3_small" if p.get("model") else "runner.models.SmallCNN"},
            "schedule": sched, "echo": {"policy": "stochastic"}, "optim": {"lr": lr},
            "budget": {"example_loads": None if p.get("steps") else END, "steps": p.get("steps")},
@@ -172,13 +173,12 @@ def expected(c: dict, lr: float) -> tuple:
         x = np.log([r for r, _ in levels])
         return t_est([np.polyfit(x, np.log([loads_to(p, 0.05, s, c["target"]) for _, p in levels]), 1)[0]
                       for s in ss])
-    where = (c["runs"].get("where") or {}) if isinstance(c["runs"], dict) else {}
-    side = lambda lab: M[next(k for k in M if k[1] == lab and (not where or k[0] in ("data_parallel", "diloco")))]  # noqa: E731
-    if isinstance(d, str) and not where:
-        side = lambda lab: M[d, lab]  # noqa: E731
+    def side(lab: str) -> dict:  # a `where: {comm.name: ...}` claim reads data_parallel/ and diloco/
+        return M[d, lab] if isinstance(d, str) else next(M[k] for k in M if k[1] == lab and k[0] != "dp_equal_steps")
+
     m, b = side(c["method"]), side(c.get("baseline", "sgd"))
     if c["quantity"] == "speedup":
-        lb = [math.log(clock(b, c["of"], loads_to(b, lr, s, 0.9))) - math.log(clock(m, c["of"], loads_to(m, lr, s, 0.9)))
+        lb = [math.log(clock(b, c["of"], loads_to(b, lr, s, 0.9)) / clock(m, c["of"], loads_to(m, lr, s, 0.9)))
               for s in ss]
         return tuple(math.exp(v) for v in t_est(lb))
     if c["quantity"] == "ratio":
@@ -209,7 +209,8 @@ def test_every_row_of_the_spec_is_the_known_answer(tree, tmp_path):
                             "--out", str(tmp_path / "v")]) == 0
     with open(tmp_path / "v.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["id"] for r in rows if r["condition"] in ("", "lr=0.05", "target=0.7")] == [c["id"] for c in SPEC["claims"]]
+    first = [r["id"] for r in rows if r["condition"] in ("", "lr=0.05", "target=0.7")]
+    assert first == [c["id"] for c in SPEC["claims"]]
     seen = set()
     for r in rows:
         c = next(c for c in SPEC["claims"] if c["id"] == r["id"])
