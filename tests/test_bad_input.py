@@ -4,7 +4,8 @@ no traceback, and leaves an existing run directory byte for byte as it was.
 Three layers, cheapest first: every range of ``schema.validate`` on one composed config (a table of
 value cases, milliseconds each); the CLI in this process for each kind of refusal (Hydra's
 composition, the schema, the file system, the run directory); and a few real ``echo-run``
-processes for the exit status a shell sees.
+processes for the exit status a shell sees. Last, the other side of the line: an error raised by the
+user's own code is not bad input, and keeps its type and traceback (exit 1).
 """
 from __future__ import annotations
 
