@@ -63,6 +63,7 @@ def test_curves_show_a_collapsed_run_keep_legends_off_the_data_and_titles_short(
     (fig, _), = figs
     check_honest(fig)
     assert fig.axes[0].get_ylim()[0] < 0.12  # the wished 0.5 gave way to the collapsed seed
+    assert "band: min to max over the seeds" in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     at_one_rate = [r for r in runs if r.lr == 0.05]
     (fig, _), = plots.curves_figs(at_one_rate, ["example_loads"], "test_acc", tmp_path / "d", ylim=(0.5, 0.9))
     check_honest(fig)

@@ -130,6 +130,7 @@ def plot_methods(ax, by_label: dict, x: str, y: str, labels: Optional[dict] = No
     """One line per group label (mean over its seeds) with a min-max band; diverged seeds are left
     out of the mean and counted in the legend. Against example loads, epochs are on the top axis.
     The y-limits hold every line and band (``ylim`` is widened to them)."""
+    banded = False
     for key, runs in by_label.items():
         ok = [r for r in runs if r.status != "diverged"]
         c, ls = colour(runs[0].method), linestyle(runs[0].world_size)
@@ -146,6 +147,9 @@ def plot_methods(ax, by_label: dict, x: str, y: str, labels: Optional[dict] = No
         ax.plot(g, m, color=c, ls=ls, label=label, lw=1.8)
         if len(ok) > 1:
             ax.fill_between(g, lo, hi, color=c, alpha=0.18, lw=0)
+            banded = True
+    if banded:  # the legend says what a band is: the spread of the seeds, not an interval
+        ax.fill_between([], [], [], color="#888888", alpha=0.3, lw=0, label="band: min to max over the seeds")
     ax.set_xlabel(XS.get(x, x))
     ax.set_ylabel(YS.get(y, y))
     if y == "test_ppl":
