@@ -251,6 +251,7 @@ SMALL = ("logger.progress=false", "train.threads=1", "model._target_=tests.helpe
          "hardware.ratio=3")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", sorted(POLICY))
 def test_batch_and_example_echoing_killed_mid_run_resume_exactly(imported, tmp_path, policy):
     """Killed by SIGKILL inside its 4th evaluation (checkpoints of 128 and 256 loads on disk), then the
