@@ -5,7 +5,6 @@ learning rate at equal example loads."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,13 +211,14 @@ def test_the_best_lr_is_chosen_on_the_tuning_seeds_only(tmp_path):
     assert (b["lr"], b["seeds"], b["grid"], b["edge"]) == (0.1, [0, 1], [0.05, 0.1, 0.2], False)
 
 
-def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_seeds(tmp_path, monkeypatch):
+def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_seeds(tmp_path):
     import csv
 
+    from runner.records import write_final_examples
     from runner.report import cli as report_cli
 
     # cosine: 0.1 is best on seeds 0, 1; 0.05 would win on seeds 2-4. sgd: 0.05. Each run keeps its
-    # per-example results (a plain .npy standing in for runner.records' file): cosine right on 10 more.
+    # per-example results (runner.records' file): cosine is right on 10 more test examples.
     rng = np.random.default_rng(1)
     right = rng.random(1000) < 0.9
     better = right.copy()
@@ -226,12 +226,11 @@ def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_see
     for s in range(5):
         for lr, fin in ((0.05, 0.99 if s >= 2 else 0.90), (0.1, 0.93), (0.2, 0.91)):
             d = write_run(tmp_path / "m" / f"cos-{lr}-{s}", "cosine", seed=s, lr=lr, T=600, final=fin)
-            np.save(d / "ex.npy", better)
+            write_final_examples(d, better, "classification")
         for lr in (0.025, 0.05, 0.1):
             d = write_run(tmp_path / "m" / f"sgd-{lr}-{s}", "sgd", seed=s, lr=lr, T=600,
                           final=0.92 if lr == 0.05 else 0.9)
-            np.save(d / "ex.npy", right)
-    monkeypatch.setattr(stats, "_example_reader", lambda: (lambda run_dir: np.load(Path(run_dir) / "ex.npy")))
+            write_final_examples(d, right, "classification")
     out = tmp_path / "st"
     assert report_cli.main(["stats", "--tuning-seeds", "0,1", "--measuring-seeds", "2,3,4", str(tmp_path / "m"),
                             "--out", str(out)]) == 0
@@ -249,3 +248,22 @@ def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_see
     with pytest.raises(SystemExit) as bad:  # argparse's usage error: exit 2
         report_cli.main(["stats", "--tuning-seeds", "zero", str(tmp_path / "m")])
     assert bad.value.code == 2
+
+
+def test_a_perplexity_ratio_from_the_runs_per_block_losses(tmp_path):
+    from runner.records import load_final_examples, write_final_examples
+
+    rng = np.random.default_rng(2)
+    loss = rng.gamma(4.0, 1.25, size=(2, 3, 64))  # baseline, method; 3 seeds; 64 test blocks
+    loss[1] -= 0.2
+    sides = []
+    for k, name in enumerate(("sgd", "cosine")):
+        for s in range(3):
+            write_final_examples(write_run(tmp_path / f"{name}{s}", name, seed=s), loss[k, s], "language")
+        sides.append([r for r in find_runs([tmp_path]) if r.method == name])
+    e = stats.examples_difference(*sides, "test_ppl", ratio=True)
+    got = [np.stack([load_final_examples(r.dir) for r in sorted(side, key=lambda r: r.seed)]) for side in sides]
+    assert e.value == pytest.approx(math.exp(got[0].mean() - got[1].mean()), rel=1e-6) and e.value > 1
+    want = stats.two_level_bootstrap(got[1], got[0], exp=True)
+    assert (e.lo, e.hi, e.basis) == (pytest.approx(want.lo), pytest.approx(want.hi), stats.SEEDS_AND_EXAMPLES)
+    assert stats.examples_difference(*sides, "test_acc") is None  # losses are not an accuracy's right-or-wrong

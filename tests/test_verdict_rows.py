@@ -17,6 +17,7 @@ import scipy.stats
 import yaml
 
 from runner.report import cli as report_cli
+from runner.records import FINAL_EXAMPLES, write_final_examples
 from runner.report import stats
 
 from .test_verdict import write_run
@@ -156,10 +157,10 @@ def test_the_advisors_speed_up_against_its_predicted_interval(tmp_path, predicte
     assert [float(r[k]) for k in ("value", "lo", "hi")] == [1.3, 1.1, 1.5] and r["verdict"] == want
 
 
-def test_intervals_count_the_test_examples_where_the_runs_keep_them(tmp_path, monkeypatch):
-    # Each run's per-example results beside its metrics (runner.records' reader stands in here as a
-    # plain .npy): the method is right on the baseline's 15 misses more on every seed. The verdict's
-    # interval is the two-level bootstrap of these arrays; a run without its file: over seeds only.
+def test_intervals_count_the_test_examples_where_the_runs_keep_them(tmp_path):
+    # Each run's per-example results beside its metrics (runner.records' final_examples.npz): the
+    # method is right on the baseline's 15 misses more on every seed. The verdict's interval is the
+    # two-level bootstrap of these arrays; a run without its file: over seeds only.
     rng = np.random.default_rng(0)
     base = (rng.random(2000) < 0.8)
     meth = base.copy()
@@ -168,9 +169,8 @@ def test_intervals_count_the_test_examples_where_the_runs_keep_them(tmp_path, mo
     for s in range(3):
         for label, a in (("sgd", base), ("cosine", meth)):
             d = write_run(tmp_path / "m" / f"{label}-{s}", label, seed=s, T=600, final=float(a.mean()))
-            np.save(d / "ex.npy", a)
+            write_final_examples(d, a, "classification")
             arrays[label, s] = a
-    monkeypatch.setattr(stats, "_example_reader", lambda: (lambda run_dir: np.load(Path(run_dir) / "ex.npy")))
     spec = {"claims": [claim("E", lr=0.05)]}
     r = verdict(tmp_path, spec, tmp_path)["E", ""]
     want = stats.two_level_bootstrap(np.stack([arrays["sgd", s] for s in range(3)]).astype(float),
@@ -179,6 +179,6 @@ def test_intervals_count_the_test_examples_where_the_runs_keep_them(tmp_path, mo
     assert [float(r[k]) for k in ("value", "lo", "hi")] == pytest.approx([15 / 2000, want.lo, want.hi], rel=1e-9)
     assert 0 < want.lo < 15 / 2000 < want.hi  # a width the seeds alone (all alike) would not give
     assert "interval over seeds × test examples" in (tmp_path / "v.md").read_text()
-    (tmp_path / "m" / "sgd-1" / "ex.npy").unlink()
+    (tmp_path / "m" / "sgd-1" / FINAL_EXAMPLES).unlink()
     r = verdict(tmp_path, spec, tmp_path)["E", ""]
     assert r["basis"] == "seeds only" and float(r["lo"]) == float(r["hi"]) == pytest.approx(15 / 2000)

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 import scipy.stats
 
+from ..records import load_final_examples
 from .runs import ReportError, Run, finite, group, last_x, series, to_target, value_at
 
 CONFIDENCE = 0.95
@@ -247,14 +248,14 @@ def examples_difference(base_runs, method_runs, metric: str, confidence: float =
 
 def per_example(runs, metric: str):
     """(seeds, array [seed, example]) of the runs' per-example values at their end (correct or not for
-    an accuracy, the loss for a perplexity or loss), or None when any run lacks them."""
-    reader = _example_reader()
-    if reader is None or not runs:
+    an accuracy, the loss for a perplexity or loss: ``runner.records``' file beside metrics.jsonl), or
+    None when any run lacks them."""
+    if not runs:
         return None
     rows, seeds = [], []
     for r in runs:
         try:
-            got = reader(r.dir)
+            got = load_final_examples(r.dir)
         except (OSError, ValueError, KeyError):  # no file (an older run) or an unreadable one: seeds only
             return None
         v = _pick_values(got, metric)
@@ -274,16 +275,6 @@ def _pick_values(got, metric: str):
         return None
     got = np.asarray(got)
     return got if (got.dtype == bool) == metric.endswith("acc") else None
-
-
-def _example_reader():
-    """The reader of a run's per-example file (``runner.records``, written beside metrics.jsonl);
-    FileNotFoundError for a run without one. None where this runner has no such records."""
-    try:
-        from ..records import load_final_examples
-    except ImportError:
-        return None
-    return load_final_examples
 
 
 # ------------------------------------------------------------------------------- per-seed values
