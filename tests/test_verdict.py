@@ -226,7 +226,8 @@ def test_the_verdicts_are_the_known_answers(runs_dir, tmp_path):
         "holds", "does not hold", "inconclusive", "holds only when hardware.ratio=4, lr=0.05", "inconclusive"]
     assert "**C1**" in body[0] and "[methods.png](results/figures/methods.png)" in body[0]
     ratio, lo, hi = log_ratio_interval(SGD_T, COSINE_T)
-    assert f"{ratio:#.3g}× [{lo:#.3g}, {hi:#.3g}] (n=3 seeds), interval over seeds only, lr 0.1 vs 0.05" in body[0]
+    assert (f"{ratio:#.3g}× [{lo:#.3g}, {hi:#.3g}] (n=3 seeds), interval over seeds only, lr 0.1 vs 0.05 (rates "
+            "chosen and the effect measured on the same seeds)") in body[0]  # no tuning_seeds in this spec
     assert "hardware.ratio=1, lr=0.05: " in body[3] and "<br>hardware.ratio=4, lr=0.05: " in body[3]
     assert "not reached by 1 of 3 seeds (step)" in body[4]
 

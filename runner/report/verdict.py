@@ -427,12 +427,13 @@ def _row(c: dict, spec: dict, cond: str, m: dict) -> dict:
     e = m["estimate"]
     why = m.get("why") or []
     verdict = f"{NOT_INFORMATIVE} ({'; '.join(why)})" if why else judge(e, side, thr, m.get("predicted"))
+    tuned = c.get("lr", "best") == "best" and c["quantity"] != "confirmed"  # a rate was chosen
     return {"id": c["id"], "claim": c["claim"], "figure": c["figure"], "condition": cond, "quantity": c["quantity"],
             "of": c["of"], "method": c["method"], "baseline": c.get("baseline", spec.get("baseline", "sgd")),
             "holds_if": c["holds_if"], "method_lr": m.get("method_lr"), "baseline_lr": m.get("baseline_lr"),
             "value": e.value, "lo": e.lo, "hi": e.hi, "n": e.n, "seeds": e.of, "note": e.note, "basis": e.basis,
-            "tuning_seeds": _show(spec.get("tuning_seeds") or []) if c.get("lr", "best") == "best" else "",
-            "measuring_seeds": _show(spec.get("measuring_seeds") or []) if c.get("lr", "best") == "best" else "all",
+            "tuning_seeds": _show(spec.get("tuning_seeds") or ["all"]) if tuned else "",
+            "measuring_seeds": _show(spec.get("measuring_seeds") or ["all"]) if tuned else "all",
             "predicted": m.get("predicted"), "verdict": verdict, "estimate": e}
 
 
@@ -492,7 +493,9 @@ def _effect(r) -> str:
         text += f"; predicted [{r.predicted[0]:.3g}, {r.predicted[1]:.3g}]"
     if finite(r.method_lr) and finite(r.baseline_lr):
         text += f", lr {r.method_lr:g} vs {r.baseline_lr:g}"
-    if r.tuning_seeds:
+    if r.tuning_seeds == "all":
+        text += " (rates chosen and the effect measured on the same seeds)"
+    elif r.tuning_seeds:
         text += f" (rates chosen on seeds {r.tuning_seeds}, effect measured on seeds {r.measuring_seeds})"
     return (f"{r.condition}: " if r.condition else "") + text
 
