@@ -119,7 +119,7 @@ def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None) 
             ax.set_visible(False)
         seeds = f"measuring seeds {_seed_text(measuring, rs)}" + (f", rates chosen on {_seed_text(tuning, rs)}"
                                                                     if tuning is not None else "")
-        fig.suptitle(title(dataset, model, "each method at its best (legend)", f"mean over {seeds}; band: min to max"))
+        fig.suptitle(title(dataset, model, "per method, its best (legend)", f"mean over {seeds}"))
         fig.tight_layout()
         plots.legend_below(fig, axes[0][0])
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))

@@ -220,7 +220,7 @@ def best_figs(runs, rows, x: str, y: str, out: Path, ylim=None) -> list:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         plot_methods(ax, by_label, x, y, labels, ylim=ylim)
-        fig.suptitle(_title(dataset, model, "each method at its best (legend)", "mean over seeds, band: min to max"))
+        fig.suptitle(_title(dataset, model, "per method, its best (legend)", "mean over seeds, band: min to max"))
         fig.tight_layout()
         legend_below(fig, ax)
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
