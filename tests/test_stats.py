@@ -256,6 +256,7 @@ def test_echo_report_stats_chooses_on_tuning_seeds_and_compares_on_measuring_see
         [0.01, want.lo, want.hi], rel=1e-9)
     md = (tmp_path / "st.md").read_text()
     assert "seeds × test examples" in md and "chosen on seeds" in md
+    assert report_cli.main(["stats", "--tuning-seeds", "0,1", "--measuring-seeds", "1,2", str(tmp_path / "m")]) == 2
     with pytest.raises(SystemExit) as bad:  # argparse's usage error: exit 2
         report_cli.main(["stats", "--tuning-seeds", "zero", str(tmp_path / "m")])
     assert bad.value.code == 2

@@ -246,6 +246,8 @@ def test_a_bad_spec_is_one_paragraph_and_exit_2(runs_dir, tmp_path, capsys):
         one(quantity="speed"): "quantity 'speed' is not one of",
         one(holds_if="big"): "is not '> X', '< X'",
         one(holds_if="= 1 ±"): "is not '> X', '< X'",
+        "tuning_seeds: [0, 1]\nmeasuring_seeds: [1, 2]\n" + one(): "seed(s) [1] are in both",
+        "tuning_seeds: zero\n" + one(): "tuning_seeds in the verdict spec is a list of seeds",
         one(colour="red"): "unknown key(s) colour",
         # ratio/ holds each seed under two hardware ratios: without `when: hardware.ratio` a pairing by
         # seed is ambiguous, and refused

@@ -156,6 +156,11 @@ def run(args) -> list:
     elif args.cmd == "stats":
         if not 0 < args.confidence < 1:
             raise ReportError(f"--confidence {args.confidence} is not between 0 and 1 (e.g. 0.95).")
+        both = set(args.tuning_seeds or []) & set(args.measuring_seeds or [])
+        if both:
+            raise ReportError(f"seed(s) {sorted(both)} are both tuning and measuring seeds: the seeds that choose a "
+                              "rate must not also measure its effect. Give them apart (e.g. --tuning-seeds 0,1 "
+                              "--measuring-seeds 2,3,4).")
         written = tables.write_stats(runs, out, metric, args.baseline, args.target, args.confidence,
                                      args.tuning_seeds, args.measuring_seeds)
         print(ext(out, ".md").read_text())

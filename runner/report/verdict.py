@@ -129,6 +129,10 @@ def load_spec(path) -> dict:
         if c["quantity"] not in QUANTITIES:
             raise ReportError(f"{where}: quantity {c['quantity']!r} is not one of {', '.join(QUANTITIES)}.")
         rule(c, where)
+    both = set(_seeds(spec, "tuning_seeds") or []) & set(_seeds(spec, "measuring_seeds") or [])
+    if both:
+        raise ReportError(f"{p}: seed(s) {sorted(both)} are in both tuning_seeds and measuring_seeds; the seeds that "
+                          "choose a rate must not also measure its effect. Give them apart.")
     return spec
 
 
