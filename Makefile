@@ -157,7 +157,8 @@ FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=12800 eval.every_loads=1600
 FIG_DP_LR := 0.05
 # Reviewer 1's comparison at equal optimizer steps (dp_equal_steps/): all-reduce DDP for 200 steps
 # (12,800 loads, as above) against grad_accum (k = 4) for 800 micro-steps, i.e. 200 optimizer steps on
-# 51,200 loads, each over its own 5 rates. Algorithm 2 (on_load) also runs over FIG_DP_LRS, for the
+# 51,200 loads, each over its own 5 rates (drawn against communication rounds, which are optimizer
+# steps for both; `step` counts grad_accum's micro-steps). Algorithm 2 (on_load) also runs over FIG_DP_LRS, for the
 # reviewers' Q3 against grad_accum at their own best rates (the other strategies: one rate, compared
 # at the same rate).
 FIG_DP_LRS := 0.0125,0.025,0.05,0.1,0.2
@@ -257,7 +258,7 @@ fig-dp: runs-dp runs-dp-diloco runs-dp-steps  ## fig. 5: data parallel (2 ranks)
 	$(BEST) curves $(FIG_RUNS)/data_parallel $(FIG_RUNS)/diloco --out $(FIG_OUT)/diloco $(FIG_PICK) --x example_loads comm_rounds $(FIG_YLIM)
 	$(REPORT) dp $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp_table
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/data_parallel --baseline sgd+allreduce --out $(FIG_OUT)/dp_stats
-	$(BEST) curves $(FIG_RUNS)/dp_equal_steps --out $(FIG_OUT)/dp_equal_steps --x step example_loads comm_rounds $(FIG_YLIM) $(FIG_PICK)
+	$(BEST) curves $(FIG_RUNS)/dp_equal_steps --out $(FIG_OUT)/dp_equal_steps --x comm_rounds example_loads $(FIG_YLIM) $(FIG_PICK)
 
 # Figure 7: modern architectures, plain SGD (the optimizer's own steps, no echoing) against 4 reuses
 # per fresh batch (the level a loader at R = 4 allows for free) at equal loads.
