@@ -30,7 +30,6 @@ from .errors import ConfigError
 from .workload import check_stamp
 
 
-
 # ------------------------------------------------------------------------------------ choices
 class Choice(str, Enum):
     """One of a key's fixed strings. OmegaConf refuses any other value of an Enum-typed field while it
