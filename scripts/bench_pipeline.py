@@ -42,7 +42,8 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from runner import pipeline as loader
+from runner import config, parts
+from runner.data import Splits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,15 @@ class Plain:
 
     def close(self):
         getattr(self.it, "_shutdown_workers", lambda: None)()  # what its __del__ does, now
+
+
+def source(ds, tf, batch: int, workers: int, *overrides: str):
+    """runner.pipeline's Source as the trainer builds it (runner.parts, its arguments from echo-run's
+    config: prefetch_factor 2, persistent workers, no pinning on the CPU), over the bench's own data set."""
+    cfg = config.compose([f"data.batch_size={batch}", f"data.workers={workers}", "data.prefetch_factor=2",
+                          *overrides])
+    return lambda: parts.source(cfg, Splits(train=ds, test=ds, task="classification", train_transform=tf),
+                                torch.device("cpu"))
 
 
 def cpu_s() -> float:
@@ -164,11 +174,11 @@ def main() -> None:
         for w in a.workers:
             a.w = w
             plain = lambda: Plain(ds_tf, a.batch, w)
-            source = lambda: loader.build(ds, tf, batch_size=a.batch, seed=0, workers=w, prefetch_factor=2)
+            src = source(ds, tf, a.batch, w)
             res = {"dataloader": [], "source": []}
             for r in range(a.repeats):
                 for name in (("dataloader", "source") if r % 2 == 0 else ("source", "dataloader")):
-                    res[name].append(measure(plain if name == "dataloader" else source, a))
+                    res[name].append(measure(plain if name == "dataloader" else src, a))
             ratio = [s[0] / p[0] for p, s in zip(res["dataloader"], res["source"])]
             cpu_ratio = [p[1] / s[1] for p, s in zip(res["dataloader"], res["source"])]
             row = {"dataloader_ex_s": summary([p[0] for p in res["dataloader"]]),
@@ -185,7 +195,7 @@ def main() -> None:
     mem = TensorDataset(torch.randn(4096, 16), torch.arange(4096))
     print(f"throttle at {a.rate:.0f} examples/s (in-memory data):")
     for w in [0] + a.workers:
-        src = loader.build(mem, None, batch_size=a.batch, seed=0, workers=w, examples_per_s=a.rate)
+        src = source(mem, None, a.batch, w, f"pipeline.examples_per_s={a.rate}")()
         try:
             # About two seconds, a multiple of the worker count: the N workers deliver in groups of N,
             # so timing from the first batch to the n-th then spans exactly n/N throttle periods.
