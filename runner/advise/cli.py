@@ -14,7 +14,6 @@ from typing import List, Optional
 
 from ..config import import_from_cwd
 from ..errors import ConfigError
-from ..report import finite
 from . import profile as prof
 
 RESULTS = Path("results") / "advisor"
@@ -285,6 +284,7 @@ def cost(pilot, columns: List[dict], lvls, a, p: Optional[dict]) -> str:
 
 
 def _confirm(base: List[str], out: Path, seeds, log) -> int:
+    from ..report import finite  # here: the report's statistics load pandas and scipy, which --help needs not
     from .confirm import confirm, load_grid
 
     from omegaconf import OmegaConf
