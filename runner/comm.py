@@ -3,8 +3,9 @@
 
 The training loop talks to a strategy through a few calls: ``wrap(model)`` before training,
 ``backward_context()`` around each backward pass, ``should_step()`` after it (False while gradient
-accumulation goes on), ``after_step(fresh, u)`` after each step (model averaging), and ``agree`` /
-``reduce_max`` for the few scalars that ranks must share.
+accumulation goes on), ``after_step(fresh, u)`` after each step (model averaging), ``consensus()``
+around each evaluation, ``final_round()`` at the end, and ``agree`` / ``reduce_max`` for the few
+scalars that ranks must share.
 
 Counting: ``rounds`` is the number of steps on which the model was communicated, plus the final
 round, ``calls`` the collective calls that carried it and ``bytes`` their payload, all counted where

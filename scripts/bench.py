@@ -11,14 +11,21 @@ scripts/bench_pipeline.py).
    on the default workload's bare step;
 2. echo step over plain step: an echo step (EchoStream's decision + the step on the batch it holds)
    against a plain step on the same batch already on the device (goal <= 1.01); beside it, the
-   decision alone (EchoStream.next() without a step, in microseconds) and the ratio it implies.
+   decision alone (EchoStream.next() without a step, in microseconds) and the ratio it implies;
+3. the data-parallel baseline: steps/s of echo-run's ``comm=allreduce`` over steps/s of a plain DDP
+   loop (DistributedDataParallel with its defaults, each rank on its shard of a shared permutation),
+   same model and data, 2 gloo ranks on this machine, side by side in the same two processes
+   (goal >= 0.97), each side's time the slower rank's. By default on each rank's process CPU time
+   (``--ddp-clock process``: all its threads, gloo's communication threads included), which other
+   jobs on a shared machine leave alone; ``--ddp-clock wall`` counts a rank's waits too (on a loaded
+   2-core machine single pairs then spread by +-30%).
 
 Both alternate the two sides and take the median over repeats (quartiles of the pairs' ratios as
 the spread), and by default time both sides with the CPU time of the training thread (``--clock
 cpu``: torch runs single-threaded here, so that thread does all the work), because on a shared
 machine other processes make wall time vary by tens of percent between identical runs; ``--clock
 wall`` uses the wall clock. Usage:
-python scripts/bench.py [--steps N] [--repeats K] [--clock cpu|wall]
+python scripts/bench.py [--steps N] [--repeats K] [--clock cpu|wall] [--ddp-repeats K] [--ddp-clock process|wall]
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BASE = ("logger.progress=false", "checkpoint.enabled=false", "train.threads=1")
 TINY = ("model.width=1", "data.batch_size=4")  # a step of about 0.3 ms: the runner's own cost shows
-CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter, "process": time.process_time}
 now = time.perf_counter
 
 
@@ -162,11 +169,107 @@ def echo_decision_s(calls: int = 20000, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+DDP_RUN = ("launcher=torchrun", "launcher.nproc_per_node=2", "comm=allreduce")
+
+
+def plain_ddp_steps_per_s(steps: int, *overrides: str, seed: int = 0) -> float:
+    """A plain DDP loop as its tutorial writes it: the model wrapped by DistributedDataParallel with
+    its defaults, each rank stepping on its shard of a permutation shared by the ranks; the slower
+    rank's time."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cfg = compose(*overrides)
+    splits = data.build(cfg.data)
+    torch.manual_seed(seed)
+    model = models.build(cfg.model, splits.info)
+    net = DDP(model)
+    o = cfg.optim
+    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    X, Y = splits.train.tensors
+    rank, world = dist.get_rank(), dist.get_world_size()
+    B, n = cfg.data.batch_size, len(Y) // world
+    g = torch.Generator().manual_seed(seed)
+    dist.barrier()
+    t0 = now()
+    for i in range(steps):
+        j = i % (n // B)
+        if j == 0:
+            perm = torch.randperm(len(Y), generator=g)[rank::world]
+        idx = perm[j * B:(j + 1) * B]
+        loss = F.cross_entropy(net(X[idx]), Y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    loss.item()
+    took = torch.tensor([now() - t0], dtype=torch.float64)
+    dist.all_reduce(took, op=dist.ReduceOp.MAX)
+    return steps / took.item()
+
+
+def runner_ddp_steps_per_s(steps: int, *overrides: str) -> float:
+    """echo-run's loop as one rank of the job (only rank 0 writes records): its steps over its
+    training clock, the slower rank's, as its records' wall_s."""
+    import torch.distributed as dist
+
+    with tempfile.TemporaryDirectory() as d:
+        t = train.Trainer(compose("schedule=none", f"budget.steps={steps}", "eval.every_loads=null", *overrides),
+                          Path(d), clock=now)
+        with t.session():
+            t.train()
+        took = torch.tensor([t.c.wall_s], dtype=torch.float64)
+    dist.all_reduce(took, op=dist.ReduceOp.MAX)
+    return t.c.step / took.item()
+
+
+def _ddp_rank(rank: int, port: int, steps: int, repeats: int, out: str, clock: str) -> None:
+    """One of the 2 ranks: (echo-run comm=allreduce, plain DDP) steps/s pairs, alternating."""
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with loop_clock(clock):
+        runner_ddp_steps_per_s(10, *DDP_RUN)  # the process group, first-call allocations, lazy imports
+        plain_ddp_steps_per_s(10, *DDP_RUN)
+        pairs = []
+        for k in range(repeats):
+            sides = (runner_ddp_steps_per_s, plain_ddp_steps_per_s)[:: 1 if k % 2 == 0 else -1]
+            x, y = (f(steps, *DDP_RUN) for f in sides)
+            pairs.append((x, y) if k % 2 == 0 else (y, x))
+            if rank == 0:
+                print(f"  comm=allreduce {pairs[-1][0]:.1f} steps/s, plain DDP {pairs[-1][1]:.1f} steps/s", flush=True)
+    if rank == 0:
+        Path(out).write_text(json.dumps(pairs))
+    dist.destroy_process_group()
+
+
+def ddp_vs_plain(steps: int, repeats: int, clock: str = "wall") -> dict:
+    """Ratio 3: echo-run's comm=allreduce over a plain DDP loop, 2 gloo ranks spawned here."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as d:
+        out = str(Path(d) / "pairs.json")
+        mp.spawn(_ddp_rank, args=(port, steps, repeats, out, clock), nprocs=2, join=True)
+        pairs = json.loads(Path(out).read_text())
+    ratios = [r / b for r, b in pairs]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"ratio": statistics.median(ratios), "quartiles": [q[0], q[2]], "goal": ">= 0.97", "clock": clock,
+            "ranks": 2, "backend": "gloo", "steps": steps, "pairs_steps_per_s": pairs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200, help="training steps per overhead measurement")
     ap.add_argument("--repeats", type=int, default=11, help="alternating repeats of ratios 1 and 2")
     ap.add_argument("--clock", choices=sorted(CLOCK), default="cpu", help="the clock of ratios 1 and 2")
+    ap.add_argument("--ddp-repeats", type=int, default=7, help="alternating repeats of ratio 3 (2 gloo ranks)")
+    ap.add_argument("--ddp-clock", choices=("process", "wall"), default="process", help="the clock of ratio 3")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -181,6 +284,8 @@ def main() -> None:
         e, p, pair_ratios = echo_vs_plain(a.steps // 4, 2 * a.repeats)
         qe = statistics.quantiles(pair_ratios, n=4)
         decision = echo_decision_s()
+    print(f"3. comm=allreduce vs plain DDP (2 gloo ranks, {a.ddp_clock} time)...", flush=True)
+    ddp = ddp_vs_plain(a.steps, a.ddp_repeats, a.ddp_clock)
     overhead = statistics.median(r / b for r, b in pairs)
     q = statistics.quantiles([r / b for r, b in pairs], n=4)  # the spread between repeats
     # The runner's fixed cost: per-step time of echo-run less the bare loop's, on the tiny step where
@@ -197,6 +302,7 @@ def main() -> None:
                                  "bare_step_s_default_workload": bare_s,
                                  "implied_ratio": implied(statistics.median(extra)),
                                  "implied_ratio_quartiles": [implied(qx[2]), implied(qx[0])]},
+        "allreduce_vs_ddp": ddp,
         "echo_decision": {"us": 1e6 * decision, "implied_ratio": (p + decision) / p, "goal": "<= 1.01"},
         "echo_step_cost": {"ratio": e / p, "quartiles": [qe[0], qe[2]], "goal": "<= 1.01", "clock": a.clock,
                            "echo_s_per_step": e, "plain_s_per_step": p},
@@ -215,6 +321,8 @@ def main() -> None:
              fmt(implied(statistics.median(extra))), ">= 0.99", implied(statistics.median(extra)) >= 0.99),
             (f"echo step / plain step (data on device; quartiles {qe[0]:.3f}-{qe[2]:.3f})", fmt(e / p), "<= 1.01",
              e / p <= 1.01),
+            (f"comm=allreduce / plain DDP steps/s, 2 gloo ranks (quartiles {ddp['quartiles'][0]:.3f}-"
+             f"{ddp['quartiles'][1]:.3f})", fmt(ddp["ratio"]), ">= 0.97", ddp["ratio"] >= 0.97),
             (f"echo step implied by the decision alone, EchoStream.next(): {1e6 * decision:.1f} µs "
              f"on a plain step of {1e3 * p:.2f} ms", fmt((p + decision) / p), "<= 1.01", (p + decision) / p <= 1.01)]
     print("\n| measure | ratio | goal | met |\n|---|---|---|---|")
