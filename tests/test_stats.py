@@ -1,9 +1,12 @@
 """runner.report.stats against scipy.stats on fixed samples: the t interval of a mean over seeds,
 the bootstrap interval (BCa, seeded), the paired ratio of times to target (t interval on log
 ratios) and the paired difference of final metrics; n = 1, missed targets, unpaired seeds; the best
-learning rate at equal example loads."""
+learning rate at equal example loads, chosen on tuning seeds. The two-level bootstrap over seeds and
+test examples against the analytic standard error of simulated Bernoulli correctness, its coverage,
+and its use from runs' per-example records (runner.records) in `echo-report stats` and the verdict."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -279,3 +282,36 @@ def test_a_perplexity_ratio_from_the_runs_per_block_losses(tmp_path):
     want = stats.two_level_bootstrap(got[1], got[0], exp=True)
     assert (e.lo, e.hi, e.basis) == (pytest.approx(want.lo), pytest.approx(want.hi), stats.SEEDS_AND_EXAMPLES)
     assert stats.examples_difference(*sides, "test_acc") is None  # losses are not an accuracy's right-or-wrong
+
+
+def test_per_example_losses_make_a_loss_or_perplexity_interval_not_another_metrics(tmp_path):
+    # Language runs with per-block losses: the verdict's perplexity ratio and loss difference use them;
+    # a difference of final perplexities (not a mean of per-example values) stays over seeds only.
+    import csv
+
+    import yaml
+
+    from runner.records import write_final_examples
+    from runner.report import cli as report_cli
+
+    rng = np.random.default_rng(4)
+    loss = rng.gamma(4.0, 1.25, size=64)
+    for s in range(3):
+        for name, shift in (("sgd", 0.0), ("cosine", -0.2)):
+            d = write_run(tmp_path / "m" / f"{name}{s}", name, seed=s, final=0.9)
+            write_final_examples(d, loss + shift + 0.01 * s, "language")
+            recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            mean = float(np.mean(loss + shift + 0.01 * s))
+            for r in recs:
+                r.update(test_ppl=math.exp(mean), test_loss=mean)
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kinds = (("R", "ratio", "test_ppl"), ("L", "difference", "test_loss"), ("P", "difference", "test_ppl"))
+    claims = [{"id": i, "claim": i, "figure": "f", "runs": "m", "quantity": q, "of": of, "method": "cosine",
+               "lr": 0.05, "holds_if": "> 0"} for i, q, of in kinds]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"metric": "test_ppl", "claims": claims}))
+    assert report_cli.main(["verdict", str(tmp_path / "s.yaml"), str(tmp_path), "--out", str(tmp_path / "v")]) == 0
+    with open(tmp_path / "v.csv") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert (rows["R"]["basis"], rows["L"]["basis"], rows["P"]["basis"]) == (
+        "seeds × test examples", "seeds × test examples", "seeds only")
+    assert float(rows["R"]["value"]) == pytest.approx(math.exp(0.2), rel=1e-3)  # float16 losses

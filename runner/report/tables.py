@@ -247,8 +247,10 @@ def _paired(seeds, b_runs, m: str, base: str, metric: str, tgt, confidence: floa
     if not seeds or not b_runs:
         e = none(0, 0, "no run of the measuring seeds")
     else:
+        # An accuracy or a loss is a mean of per-example values; a perplexity's difference is not (seeds only).
         e = (examples_difference(b_runs, seeds, metric, confidence, base_name=base, method_name=m)
-             or paired_difference(final_by_seed(b_runs, metric), final_by_seed(seeds, metric), confidence, base, m))
+             if metric in ("test_acc", "test_loss") else None)
+        e = e or paired_difference(final_by_seed(b_runs, metric), final_by_seed(seeds, metric), confidence, base, m)
     row.update(flat("diff_final", e))
     row["diff_final_basis"] = e.basis
     cells[f"Δ final {metric}"] = fmt(e, ".3g", "difference")

@@ -300,8 +300,9 @@ def measure(claim: dict, runs, defaults: dict) -> dict:
         else:
             e = paired_ratio(to_target_by_seed(base, of, tgt), to_target_by_seed(meth, of, tgt), conf, *names)
     elif q == "ratio":
+        # A perplexity is exp(mean per-example loss): its ratio comes from the per-example losses.
         e = (examples_difference(base, meth, of, conf, ratio=True, base_name=names[0], method_name=names[1])
-             if of in ("test_ppl", "test_loss") else None)
+             if of == "test_ppl" else None)
         e = e or paired_ratio(*(by_seed(s, lambda r: r.final(of)) for s in (base, meth)), conf, *names)
     elif claim.get("at"):
         at = claim["at"]
@@ -310,8 +311,9 @@ def measure(claim: dict, runs, defaults: dict) -> dict:
             raise NoRecords(f"{at} or {of} not recorded")
         e = paired_difference(*(by_seed(s, lambda r: value_at(r, at, of, x)) for s in (base, meth)), conf, *names)
         e = Estimate(e.value, e.lo, e.hi, e.n, e.of, "; ".join(n for n in (e.note, f"at {at} = {x:.4g}") if n))
-    else:
-        e = examples_difference(base, meth, of, conf, base_name=names[0], method_name=names[1])
+    else:  # an accuracy or a loss is the mean of the per-example values (right or not; the loss)
+        e = (examples_difference(base, meth, of, conf, base_name=names[0], method_name=names[1])
+             if of in ("test_acc", "test_loss") else None)
         e = e or paired_difference(final_by_seed(base, of), final_by_seed(meth, of), conf, *names)
     return {"estimate": e, "method_lr": lr_m, "baseline_lr": lr_b, "why": why}
 
