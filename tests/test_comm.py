@@ -2,8 +2,10 @@
 
 Each rank runs every scenario below and writes what it saw; the tests compare the two ranks with each
 other and with references: ``PeriodicModelAverager``, a coin drawn here from the same seed, the steps
-that loaded, and one process trained on the global batch (``comm=allreduce``, a model without
-BatchNorm: per-rank batch statistics would differ from the global batch's).
+that loaded, one process trained on the global batch (``comm=allreduce``, a model without
+BatchNorm: per-rank batch statistics would differ from the global batch's), the mean of the ranks'
+models (the consensus evaluated between rounds, and the final round), and evaluating the final
+checkpoint (the model the last record evaluated).
 """
 from __future__ import annotations
 
