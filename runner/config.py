@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .schema import check_overrides, register, validate
 
+
 def _conf_dir() -> str:
     """The shipped configs: runner/conf/ in an installed package (pyproject.toml ships the repository's
     top-level conf/ as the package ``runner.conf``), conf/ beside the package in a checkout, editable
