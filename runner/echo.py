@@ -284,7 +284,7 @@ def _prefetch(it: Iterator, q: queue.Queue, stop: threading.Event, state: Option
             # The loader's position after this batch: what a checkpoint taken once the trainer holds it saves.
             if not _put(q, (batch, state() if state else None), stop):
                 return
-    except BaseException as e:  # raised in the training thread, where the batch is taken
+    except Exception as e:  # any error of the loader: raised as itself in the training thread, where the batch is taken
         _put(q, _Failed(e), stop)
 
 
@@ -503,7 +503,7 @@ class EchoLoader:
     def __del__(self):
         try:
             self.close()
-        except Exception:  # at interpreter exit the thread machinery may be gone; the thread is a daemon
+        except (AttributeError, TypeError, RuntimeError):  # at interpreter exit the thread machinery may be gone; the thread is a daemon
             pass
 
 

@@ -2,7 +2,6 @@
 deterministic policies, statistical bounds for the coin, exact continuation after a resume, and a
 background thread for the adaptive policy that reports errors and never outlives its loader."""
 import gc
-import math
 import subprocess
 import sys
 import threading

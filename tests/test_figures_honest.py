@@ -5,7 +5,6 @@ speed-up figure's error bars are the verdict's intervals (the paired t interval 
 seeds), chosen on the tuning seeds."""
 from __future__ import annotations
 
-import csv
 import runpy
 from pathlib import Path
 

@@ -15,7 +15,6 @@ import pytest
 import scipy.stats
 import yaml
 
-from runner import report
 from runner.report import cli as report_cli
 
 # The resolved config echo-run writes (digits, SmallCNN), as in .hydra/config.yaml.
