@@ -25,7 +25,9 @@ run: $(VENV_STAMP)  ## the embedded default: digits, small CNN, cosine echoing
 
 test: $(VENV_STAMP)  ## the whole test suite (unit, CLI end to end, torchrun with 2 processes)
 	.venv/bin/lint-imports  # the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
-	.venv/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	# Two processes at a time (pytest-xdist), then the tests that time this machine, alone.
+	.venv/bin/pytest -q -p no:cacheprovider -n 2 -m "not serial" $(PYTEST_ARGS)
+	.venv/bin/pytest -q -p no:cacheprovider -m serial $(PYTEST_ARGS)
 	$(MKDOCS)
 
 test-fast: $(VENV_STAMP)  ## the tests in this process only (no torchrun, sweeps or subprocesses): a couple of minutes

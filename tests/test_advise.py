@@ -177,6 +177,7 @@ def test_another_workloads_profile_is_refused_by_runs_and_by_recommend(measured,
     assert profile.path("w1", d).read_bytes() == before and not any(tmp_path.iterdir())
 
 
+@pytest.mark.serial
 def test_more_workers_load_faster_by_their_number(measured):
     """Storage that waits per read: 4 workers deliver about 4 times what 1 does (not CPU-bound)."""
     one, four = (measured[k][0]["info"]["pipeline"]["examples_per_s"]["median"] for k in ("w1", "w4"))
@@ -206,6 +207,7 @@ def trained(measured, tmp_path_factory):
     return get
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("name", ["w1", "w4"])
 def test_time_per_fresh_step_is_the_slower_of_step_and_load(measured, trained, name):
     """Plain SGD behind the real pipeline: one worker makes loading the bottleneck, four do not. The time
@@ -220,6 +222,7 @@ def test_time_per_fresh_step_is_the_slower_of_step_and_load(measured, trained, n
     assert per_fresh == pytest.approx(expect, rel=0.15), (per_fresh, p["step_s"], p["info"]["batch_load_s"])
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("name", ["w1", "w1fast"])
 @pytest.mark.parametrize("level", ["schedule=none", "echo=adaptive"])
 def test_simulated_clock_predicts_the_wall_clock(measured, trained, name, level):

@@ -388,6 +388,7 @@ class SlowEvalNet(torch.nn.Module):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.serial
 def test_the_step_0_evaluation_pauses_a_throttled_pipeline_like_every_other(tmp_path):
     """A pipeline throttled to 0.1 s a batch does not load ahead while step 0 evaluates (0.5 s): plain
     SGD then waits for each of its 4 batches (at least 0.35 s in all). Loading during that evaluation

@@ -116,6 +116,7 @@ def jpegs(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_decode_bound_pipeline_idles_plain_sgd_and_not_adaptive_echoing(jpegs, tmp_path):
     """One worker decodes and crops each 96x96 JPEG; a step of the narrow CNN on 32 of them at 16x16 is
     far quicker. Plain SGD waits for most of its training time; adaptive echoing waits for less than

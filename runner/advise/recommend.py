@@ -11,15 +11,17 @@ ratios (none with one seed).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
+from scipy.stats import gmean as geometric_mean
 
 from ..errors import ConfigError
 from ..metrics import write_json
+from ..report import finite
 from ..report.tables import markdown
+from ..schema import target_text
 from . import grid as G
 
 
@@ -37,8 +39,6 @@ def gmean(vals) -> Optional[float]:
     vals = list(vals)
     if not vals or any(v is None or v <= 0 for v in vals):
         return None
-    from scipy.stats import gmean as geometric_mean
-
     return float(geometric_mean(vals))
 
 
@@ -113,28 +113,20 @@ def speedups(g: dict, rec: Dict[str, dict]) -> None:
 
 
 def fmt_speedup(s: Optional[dict]) -> str:
-    if not s or not _finite(s.get("value")):
+    if not s or not finite(s.get("value")):
         return "-"
-    if _finite(s.get("lo")):
+    if finite(s.get("lo")):
         return f"{s['value']:.2f}x [{s['lo']:.2f}, {s['hi']:.2f}]"
     return f"{s['value']:.2f}x"
 
 
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def line(g: dict, rec: Dict[str, dict], R: float) -> str:
     """The one line: the level to use at R and the predicted speed-up with its interval."""
-    r, t = rec[f"{R:.6g}"], g["target"]
-    goal = f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g}"
+    r, goal = rec[f"{R:.6g}"], target_text(g["target"])
     if r["level"] is None:
         return f"advise: at R = {R:.3g} no level reached {goal} on every seed within the pilot's budget."
     s = r["speedup"]
-    if _finite(s.get("lo")):
+    if finite(s.get("lo")):
         iv = f"95% interval {s['lo']:.2f}-{s['hi']:.2f}x over {s['n']} seeds"
     elif s.get("n", 0) <= 1:
         iv = "one seed, so no interval: give --seeds 0 1 2 for one"
@@ -167,7 +159,7 @@ def table(g: dict, rows, rec) -> str:
         spf = row[r["level"]]["steps_per_fresh"] if r["level"] else None
         out.append([f"{col['R']:.3g}", *cells, r["level"] or "-", "-" if spf is None else f"{spf:.2f}",
                     fmt_speedup(r.get("speedup"))])
-    goal = f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g}"
+    goal = target_text(t)
     return (f"Simulated seconds to {goal}, geometric mean over seeds {g['seeds']} ('-' = missed by a seed within the "
             f"budget; (k/n): reached by k of n seeds); **bold** = recommended.\n\n"
             + markdown(pd.DataFrame(out, columns=head)) + "\n")
@@ -224,7 +216,7 @@ def advice_md(g: dict, rows, rec, lines: List[str]) -> str:
                        f"every {c['every_loads']:,})" for c in cols)
     md = [f"# Echo advice: {g['workload']}", "",
           *[f"**{x[len('advise: '):]}**" for x in lines], "",
-          f"- hardware: {g['hardware']}", f"- target: {t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g}",
+          f"- hardware: {g['hardware']}", f"- target: {target_text(t)}",
           f"- pilot: levels {', '.join(lv['name'] for lv in g['levels'])}; seeds {g['seeds']}; simulated-time budget "
           f"per run ({g['budget_fraction']:g} of the workload's budget): {budget}",
           f"- runs: {g['ran']} made ({g['spent_s']:.0f} s), {g['reused']} found done; cells in {g['out']}/runs/", "",
@@ -245,10 +237,6 @@ def rates_md(g: dict, rows) -> str:
     if g.get("same_rate", "trials" not in g):
         return (f"Learning rate: the workload's {g['lr']:g} for every level (--same-rate): a level whose best rate "
                 "is another one is compared at a disadvantage.")
-    import pandas as pd
-
-    from ..report.tables import markdown
-
     rg = ", ".join(f"{c} rate{'s' if c > 1 else ''} to {f:.3g} of the budget" for c, f in g["rungs"])
     head = (f"Learning rates: each level tried {', '.join(format(x, 'g') for x in g['rates'])} (x2 apart around the "
             f"workload's {g['lr']:g}), by successive halving ({rg}; the best third of each rung went on; the "
@@ -274,8 +262,6 @@ def rates_md(g: dict, rows) -> str:
 def _rung_cell(cells: List[dict]) -> str:
     times = [c.get("sim_s") for c in cells]
     if all(t is not None for t in times):
-        from scipy.stats import gmean as geometric_mean
-
         return f"{geometric_mean(times):.3g} s"
     bests = [c.get("best") for c in cells if c.get("best") is not None]
     reached = sum(t is not None for t in times)
@@ -310,7 +296,7 @@ def budget_check(g: dict, cell: dict) -> None:
     best = "" if cell.get("best") is None else f"; its best {t['metric']} was {cell['best']:.4g}"
     raise ConfigError(
         f"the pilot budget is too small to reach the target: plain SGD (seed {cell['seed']}) did not reach "
-        f"{t['metric']} {'>=' if t['mode'] == 'max' else '<='} {t['value']:g} within {cell['end'].get('sim_s') or 0:.4g} "
+        f"{target_text(t)} within {cell['end'].get('sim_s') or 0:.4g} "
         f"simulated seconds ({g['budget_fraction']:g} of the workload's budget) at lr {cell.get('lr', g.get('lr')):g}, "
         f"its best rate{best}. Without plain SGD's time there "
         f"is no speed-up to predict. Raise --budget-fraction (or the workload's budget.example_loads), or lower "
