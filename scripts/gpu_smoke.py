@@ -5,8 +5,9 @@
    torch.compile;
 2. an image folder of JPEGs (written here from random pixels, 64x64, decoded and cropped to 32x32 in
    the workers): the pipeline's throughput with 2 and with 8 workers (examples/s, the GPU idle);
-3. plain SGD against adaptive echoing behind 2 workers (the pipeline the bottleneck): the share of
-   training time each waited for data (idle_s / wall_s) and adaptive's steps per fresh batch;
+3. plain SGD and each echo policy (stochastic, batch, example, adaptive) behind 2 workers (the
+   pipeline the bottleneck): the share of training time each waited for data (idle_s / wall_s) and
+   its steps per fresh batch;
 4. a one-GPU torchrun job with NCCL (process group, training, records).
 
 CI never runs it. ``--cpu`` runs the same code on the CPU at a tiny size, to check the script itself.
@@ -103,10 +104,12 @@ def loader_throughput(root: Path, dev: torch.device, workers: int, batch: int, b
 
 
 def train_runs(root: Path, dev: torch.device, batch: int, steps: int, out: Path) -> dict:
-    """Plain SGD and adaptive echoing behind 2 workers, through echo-run's own runs."""
+    """Plain SGD and every echo policy behind 2 workers, through echo-run's own runs on ``dev`` (each
+    policy's batches, held batch and, for example echoing, shuffle buffer on the device)."""
     common = ["data.workers=2", "eval.every_loads=null", f"budget.steps={steps}", "checkpoint.enabled=false"]
     res = {}
-    for name, ov in (("sgd", ["schedule=none"]), ("adaptive", ["echo=adaptive"])):
+    for name, ov in (("sgd", ["schedule=none"]), ("stochastic", ["echo=stochastic", "schedule=cosine"]),
+                     ("batch", ["echo=batch"]), ("example", ["echo=example"]), ("adaptive", ["echo=adaptive"])):
         run_dir = out / name
         runs.run_once(workload(root, dev, batch, *common, *ov), run_dir)
         last = read_jsonl(run_dir / "metrics.jsonl")[-1]
