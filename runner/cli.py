@@ -86,6 +86,10 @@ def run_one(cfg: DictConfig, run_dir: Path, job: str = "") -> tuple:
         return 2, _say(f"echo-run: error: {job}{e}")
     except Preempted as e:
         return 143, _say(f"echo-run: error: {job}{e}")
+    if summary is not None and summary.get("status") == "stopped":  # budget.stop_at: a stage, not a failure
+        return 0, _say(f"echo-run: run in {run_dir} stopped at {summary.get('stopped_at_fraction'):.3g} of its "
+                       "budget (budget.stop_at); the same command with a larger budget.stop_at, or without it, "
+                       "continues it", sys.stdout)
     if summary is not None and summary.get("status") != "complete":
         see = "see its summary.json" if (run_dir / "summary.json").exists() else "see the errors above"
         return 1, _say(f"echo-run: run in {run_dir} ended {summary.get('status')}; {see}")

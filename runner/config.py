@@ -40,6 +40,7 @@ warnings.filterwarnings("ignore", message=rf"provider=hydra\.searchpath in (main
 _NOT_HASHED = ("resume", "logger", "name", "checkpoint")
 _NOT_HASHED_LAUNCHER = ("dry_run", "max_restarts", "rdzv_endpoint", "rdzv_id", "rdzv_backend", "node_rank")
 _NOT_HASHED_TRAIN = ("check_every",)
+_NOT_HASHED_BUDGET = ("stop_at",)  # where a staged run pauses: its records are a prefix of the whole run's
 
 register()
 
@@ -68,6 +69,11 @@ def config_hash(resolved: dict) -> str:
         d["launcher"] = {k: v for k, v in d["launcher"].items() if k not in _NOT_HASHED_LAUNCHER}
     if "train" in d:
         d["train"] = {k: v for k, v in d["train"].items() if k not in _NOT_HASHED_TRAIN}
+    if "budget" in d:
+        d["budget"] = {k: v for k, v in d["budget"].items() if k not in _NOT_HASHED_BUDGET}
+    if isinstance(d.get("eval"), dict) and d["eval"].get("subset") is None:
+        # unset, it changes nothing: runs from before the key existed keep their hash
+        d["eval"] = {k: v for k, v in d["eval"].items() if k != "subset"}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -45,7 +45,22 @@ def claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list] = None) -> s
         raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
                           f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
                           "exact command to continue it, or choose another directory with hydra.run.dir=...")
-    return "done" if finished(run_dir) else "resume"
+    if finished(run_dir):
+        return "done"
+    _note_stop_at(cfg, stored)
+    return "resume"
+
+
+def _note_stop_at(cfg: DictConfig, stored: Path) -> None:
+    """A staged run continues to this command's budget.stop_at (not hashed): the stored config, which
+    torchrun's ranks read, takes it, replaced whole (no reader ever sees half a file)."""
+    old = OmegaConf.load(stored)
+    if OmegaConf.select(old, "budget.stop_at") == cfg.budget.stop_at:
+        return
+    old.budget.stop_at = cfg.budget.stop_at
+    tmp = stored.with_name(f".config.yaml.tmp{os.getpid()}")
+    OmegaConf.save(old, tmp)
+    os.replace(tmp, stored)
 
 
 def _entries(run_dir: Path) -> set:
@@ -79,7 +94,7 @@ def _write_claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list]) -> b
 
 
 def status(run_dir: Path) -> str:
-    """The status in the directory's summary ("complete", "diverged"), or "unfinished"."""
+    """The status in the directory's summary ("complete", "diverged", "stopped"), or "unfinished"."""
     try:
         return str(json.loads((Path(run_dir) / "summary.json").read_text()).get("status") or "unfinished")
     except (OSError, ValueError):

@@ -151,12 +151,18 @@ class BudgetConfig:
     example_loads: Optional[int] = None
     steps: Optional[int] = None
     sim_s: Optional[float] = None
+    # Stop after the first evaluation at or past this fraction of the budget (status "stopped", with a
+    # checkpoint); the same command with a larger value (or none) continues. Not in the config hash.
+    stop_at: Optional[float] = None
 
 
 @dataclass
 class EvalConfig:
     every_loads: Optional[int] = None  # None: only at the end
     batch_size: int = 512
+    # A fixed subset of this many test examples for every record but the last (the full test set):
+    # the same examples as data.max_test_examples=N would keep. None: the whole test set every time.
+    subset: Optional[int] = None
 
 
 @dataclass
@@ -523,6 +529,20 @@ def expected_world(la: Any) -> Optional[int]:
     return None if ":" in nodes else int(nodes) * la.nproc_per_node
 
 
+def check_stop_at(cfg: DictConfig) -> None:
+    """budget.stop_at stops at an evaluation and continues from its checkpoint: both must exist."""
+    f = cfg.budget.stop_at
+    if f is None:
+        return
+    _check(math.isfinite(f) and 0 < f <= 1, "budget.stop_at", f, "a fraction of the budget in (0, 1]")
+    if not cfg.eval.every_loads or not cfg.checkpoint.enabled:
+        raise ConfigError(f"budget.stop_at={f} stops the run after an evaluation and continues it from the checkpoint "
+                          "written there, but " + ("eval.every_loads is not set (the run evaluates only at its "
+                          "end)" if not cfg.eval.every_loads else "checkpoint.enabled=false") + ": set "
+                          "eval.every_loads (a divisor of the budget's fraction stops exactly there) and keep "
+                          "checkpoint.enabled=true, or drop budget.stop_at.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks for every numeric option and choice; raises ConfigError on the first."""
     validate_keys(cfg, Config)
@@ -563,6 +583,8 @@ def validate(cfg: DictConfig) -> None:
            "used with a hardware profile (hardware=...), since the simulated clock needs one")
     _pos("eval.every_loads", cfg.eval.every_loads, allow_none=True)
     _pos("eval.batch_size", cfg.eval.batch_size)
+    _pos("eval.subset", cfg.eval.subset, allow_none=True)
+    check_stop_at(cfg)
     _check(not cfg.target.stop or cfg.target.value is not None, "target.stop", True,
            "used with a target.value to stop at")
     p = cfg.pipeline

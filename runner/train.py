@@ -39,6 +39,7 @@ class Counters:
     next_eval: int = 0  # example loads at which the next evaluation is due
     next_ckpt: int = 0
     recorded_step: int = -1  # the step of the last record
+    recorded_full: bool = False  # the last record evaluated the whole test set (not eval.subset's)
     saved_step: int = -1  # the step of the last checkpoint
     at_target: bool = False  # target.stop: a record reached the target, and the run ends there
     load_start: int = 0  # example loads before the latest load (the learning rate's position)
@@ -146,6 +147,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the initial model (rank 0's is broadcast to every rank)
         self.splits = data.build(cfg.data)
         check_target(cfg.target, self.splits.task)
+        # Records evaluate eval.subset's fixed examples (data.max_test_examples's selection: the same for
+        # every run and seed), the last record the whole test set (final_examples.npz too).
+        self.test_sets = {False: data._limit(self.splits.test, cfg.eval.subset), True: self.splits.test}
+        self.stopped_at: Optional[float] = None  # the budget fraction a budget.stop_at run stopped at
         self.model = parts.model(cfg, self.splits.info, dev)
         if ctx.world > 1:
             comm_mod.broadcast_model(self.model)
@@ -223,7 +228,8 @@ class Trainer:
         return self.clock.t if self.clock else None
 
     def train(self) -> str:
-        """Train until the budget is spent; returns 'complete' or 'diverged'."""
+        """Train until the budget is spent (or budget.stop_at's evaluation); returns 'complete',
+        'stopped' or 'diverged'."""
         c, b = self.c, self.budget
         self.source.ready()  # start loading now, as a DataLoader made before the loop would
         if c.records == 0:
@@ -233,9 +239,12 @@ class Trainer:
             if self.clock:
                 self.clock.pause()  # the pipeline, started above, loaded meanwhile (hardware.pause_s)
         u = b.fraction(c, self.sim_s())
+        if self.cfg.budget.stop_at and u >= self.cfg.budget.stop_at and c.recorded_step == c.step:
+            self.stopped_at = u  # stopped at this record before: nothing to train until stop_at is raised
+            return "stopped"
         self.timer.start()
         try:
-            while not (c.at_target or b.spent(c, self.sim_s())):
+            while not (c.at_target or self.stopped_at is not None or b.spent(c, self.sim_s())):
                 u = b.fraction(c, self.sim_s())
                 try:
                     s = self.stream.next(u)
@@ -256,6 +265,8 @@ class Trainer:
                 c.echo_steps += not s.fresh
                 if self.due():
                     self.boundary(u)
+            if self.stopped_at is not None:
+                return "stopped"
             self.boundary(u, final=True)
         except Diverged:
             return "diverged"
@@ -311,19 +322,21 @@ class Trainer:
         # train.check_every steps, so their checkpoints are of the same step.
         stop, bad = self.comm.reduce_max([float(self.stop_signal is not None), float(not self.loss.finite())])
         if bad:
-            rec = self.record(u)
+            rec = self.record(u, full=True)
             raise Diverged(f"the training loss became {rec['train_loss']} by step {c.step}")
         eval_due = final or (bool(self.every_eval) and c.example_loads >= c.next_eval)
-        ckpt_due = (final or stop or (bool(self.every_ckpt) and c.example_loads >= c.next_ckpt)
+        done = self.budget.fraction(c, self.sim_s())
+        staged = not final and eval_due and bool(self.cfg.budget.stop_at) and done >= self.cfg.budget.stop_at
+        ckpt_due = (final or stop or staged or (bool(self.every_ckpt) and c.example_loads >= c.next_ckpt)
                     or (eval_due and not self.every_ckpt))
         while self.every_eval and c.next_eval <= c.example_loads:
             c.next_eval += self.every_eval
         while self.every_ckpt and c.next_ckpt <= c.example_loads:
             c.next_ckpt += self.every_ckpt
-        if final and self.final_round():
-            c.recorded_step = -1  # a record of this step predates the round: the last record counts it
+        if final and (self.final_round() or not c.recorded_full):
+            c.recorded_step = -1  # this step's record predates the round, or evaluated eval.subset only
         if eval_due and c.recorded_step != c.step:
-            rec = self.record(u)
+            rec = self.record(u, full=final)
             if self.clock and not final:
                 self.clock.pause()  # the pipeline loaded ahead meanwhile (hardware.pause_s)
             if self.cfg.target.stop:  # rank 0 evaluated: it tells the others
@@ -332,6 +345,8 @@ class Trainer:
         if enabled and ckpt_due and c.saved_step != c.step:
             c.saved_step = c.step
             checkpoint.save(self.run_dir, self.ctx.rank, self.state_dict())
+        if staged and not c.at_target:  # at the target, target.stop ends the run as complete
+            self.stopped_at = done  # the loop ends here; the same command with a larger stop_at continues
         if stop:
             then = ("a checkpoint was written: run the same command again to continue" if enabled else
                     "checkpoint.enabled=false, so no checkpoint was written: the run starts over when run again")
@@ -340,8 +355,9 @@ class Trainer:
         self.source.resume()
         self.timer.start()
 
-    def record(self, u: float) -> dict:
-        c, ctx = self.c, self.ctx
+    def record(self, u: float, full: bool = False) -> dict:
+        """``full``: evaluate the whole test set, not eval.subset's examples (the last record)."""
+        c, ctx, test = self.c, self.ctx, self.test_sets[full]
         wall, idle = self.comm.reduce_max([c.wall_s, self.source.idle_s])
         t0 = time.perf_counter()
         rec = {"step": c.step, "example_loads": c.example_loads, "epoch": c.example_loads / len(self.splits.train),
@@ -355,11 +371,12 @@ class Trainer:
         # each rank's own model is restored for training.
         with self.comm.consensus() as model:
             if ctx.is_main:
-                batches = pipeline.eval_batches(self.splits.test, self.cfg.eval.batch_size, self.cfg.data.workers,
+                batches = pipeline.eval_batches(test, self.cfg.eval.batch_size, self.cfg.data.workers,
                                                 ctx.device, self.pin)
                 ev = evaluate(model, batches, self.splits.task, self.amp)
-                rec.update(ev.metrics)
-                self.final_examples = ev.per_example  # written at the end, if this is the last record
+                rec.update(ev.metrics, eval_examples=len(test))
+                if len(test) == len(self.splits.test):
+                    self.final_examples = ev.per_example  # written at the end, if this is the last record
                 metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
                 self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step,
                                 p=self.last_p, **{metric: rec[metric]})
@@ -367,7 +384,7 @@ class Trainer:
         c.eval_s += time.perf_counter() - t0
         rec["eval_s"] = c.eval_s
         c.records += 1
-        c.recorded_step = c.step
+        c.recorded_step, c.recorded_full = c.step, len(test) == len(self.splits.test)
         for s in self.sinks:
             s.write(clean(rec))
         return rec
@@ -401,11 +418,12 @@ class Trainer:
 
     def finish(self, status: str) -> dict:
         write_json(self.run_dir / f"rank{self.ctx.rank}.json", self.comm.report())  # decisions, checksums
-        if self.ctx.is_main and self.final_examples is not None:  # the last record's, example by example
+        if self.ctx.is_main and self.final_examples is not None and status != "stopped":  # the last record's
             write_final_examples(self.run_dir, self.final_examples, self.splits.task)
         summary = make_summary(self.cfg, self.resolved, self.run_dir, status, self.chash, self.ctx.world,
                                self.comm.name)
         summary["stopped_at_target"] = self.c.at_target
+        summary["stopped_at_fraction"] = self.stopped_at  # budget.stop_at: continued by a larger one
         if self.ctx.is_main:
             write_json(self.run_dir / "summary.json", summary)
         for s in self.sinks:

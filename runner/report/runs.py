@@ -106,15 +106,18 @@ class Run:
 
     @property
     def status(self) -> str:
-        """complete | diverged | incomplete (no summary yet: running, or stopped before the end)."""
+        """complete | diverged | stopped (budget.stop_at: a prefix of the run, continued later) |
+        incomplete (no summary yet: running, or stopped by a signal before the end). Only a complete
+        run is a finished one: tables count a stopped run as unfinished."""
         if self.summary is None:
             return "diverged" if any(not finite(v) for r in self.records[-1:] for v in r.values()
                                      if isinstance(v, (str, float))) else "incomplete"
         return self.summary.get("status", "incomplete")
 
     def final(self, metric: str) -> float:
-        """The metric at the run's end; NaN for a diverged run (its last value means nothing)."""
-        if self.status == "diverged" or not self.records:
+        """The metric at the run's end; NaN for a diverged run (its last value means nothing) and for
+        a stopped one (it has not reached its end)."""
+        if self.status in ("diverged", "stopped") or not self.records:
             return math.nan
         v = self.records[-1].get(metric)
         return float(v) if finite(v) else math.nan
