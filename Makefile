@@ -329,7 +329,7 @@ advise-grid: advise  ## R x echo level heatmap on the measured workload: $(ADVIS
 	$(ADVISE) recommend $(ADVISE_WORKLOAD) hardware=measured --ratios 0.5 1 2 4 8 $(ADVISE_ARGS) --max-runs 105 --out $(ADVISE_OUT)/ratios
 
 # ---- benchmarks (README, "Benchmarks"): results/bench/*.json ----
-.PHONY: bench bench-overhead bench-pipeline bench-wallclock gpu-smoke
+.PHONY: bench bench-overhead bench-pipeline bench-wallclock bench-sweep gpu-smoke
 bench: bench-overhead bench-pipeline bench-wallclock  ## every benchmark: runner overhead, pipeline vs DataLoader, wall-clock to target at R=4
 
 bench-overhead: | $(VENV_STAMP)  ## runner over a bare loop, echo step over a plain step: results/bench/bench.json
@@ -343,6 +343,9 @@ bench-pipeline: | $(VENV_STAMP)  ## echo-run's input pipeline vs a plain DataLoa
 # the pipeline throttled to R step-times per batch).
 bench-wallclock: | $(VENV_STAMP)  ## wall-clock time to target, best echoing vs best SGD, real pipeline at R=4 (+ clock check): results/bench/wallclock.json
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_wallclock.py --rates-csv $(FIG_OUT)/speedup.csv --R 4 $(BENCH_WALL_ARGS) -- $(FIG_DATA) $(FIG_SPEEDUP_SET)
+
+bench-sweep: | $(VENV_STAMP)  ## CPU-seconds per method-seed-epoch of the figures' sweeps, old vs new evaluation, and the whole set's estimated cost: results/bench/sweep.json
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_sweep.py $(BENCH_SWEEP_ARGS)
 
 gpu-smoke: | $(VENV_STAMP)  ## on one GPU, under 8 minutes: ResNet-18 bf16 step time, image-folder pipeline, idle of SGD vs adaptive, NCCL torchrun: results/bench/gpu.json
 	$(PY) scripts/gpu_smoke.py
