@@ -186,7 +186,8 @@ FIG_PICK := --tuning-seeds $(FIG_TUNE_SEEDS) --measuring-seeds $(FIG_MEASURE_SEE
 # A multirun whose job directories are named by the swept overrides (optim.lr=0.05,schedule=none,
 # seed=0), so that a finished job is found again and skipped; the settings fixed for a figure are
 # left out of the name. Exit status 1 (a run diverged, which the figures show) does not stop make.
-FIG_FIXED := [logger.progress,train.threads,dataset,model,model.width,model.size,model.pretrained,optim,optim.lr_schedule,data.batch_size,data.max_train_examples,data.max_test_examples,data.augment,eval.batch_size,eval.every_loads,budget.example_loads,budget.steps,target.value,target.stop,hardware,hardware.ratio,hardware.comm_latency_s,hardware.comm_bandwidth_Bps,launcher,launcher.nproc_per_node,comm.outer_lr,comm.outer_momentum]
+# budget.stop_at is left out too: a successive-halving stage continues in its run's own directory.
+FIG_FIXED := [logger.progress,train.threads,dataset,model,model.width,model.size,model.pretrained,optim,optim.lr_schedule,data.batch_size,data.max_train_examples,data.max_test_examples,data.augment,eval.batch_size,eval.every_loads,eval.subset,budget.example_loads,budget.stop_at,budget.steps,target.value,target.stop,hardware,hardware.ratio,hardware.comm_latency_s,hardware.comm_bandwidth_Bps,launcher,launcher.nproc_per_node,comm.outer_lr,comm.outer_momentum]
 FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false $(FIG_THREADS) 'hydra.sweep.subdir=$${hydra.job.override_dirname}' \
 	'hydra.job.config.override_dirname.exclude_keys=$(FIG_FIXED)'
 FIG_OK := || [ $$? -eq 1 ]
