@@ -46,7 +46,7 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def _limit(ds: Dataset, n: Optional[int]) -> Dataset:
+def subset(ds: Dataset, n: Optional[int]) -> Dataset:
     """A fixed random subset of ``n`` examples, in their order (the same for every run: a data set
     stored class by class, such as an image folder, keeps every class)."""
     if n is None or n >= len(ds):
@@ -132,6 +132,6 @@ def build(d) -> Splits:
         raise ConfigError(f"data._target_={d._target_!r} returned {type(s).__name__}, not runner.data.Splits: a data "
                           "set builder returns Splits(train, test, task, info) (README, \"Your own code: components "
                           "by _target_\").")
-    s.train = _limit(s.train, d.max_train_examples)
-    s.test = _limit(s.test, d.max_test_examples)
+    s.train = subset(s.train, d.max_train_examples)
+    s.test = subset(s.test, d.max_test_examples)
     return s

@@ -149,7 +149,7 @@ class Trainer:
         check_target(cfg.target, self.splits.task)
         # Records evaluate eval.subset's fixed examples (data.max_test_examples's selection: the same for
         # every run and seed), the last record the whole test set (final_examples.npz too).
-        self.test_sets = {False: data._limit(self.splits.test, cfg.eval.subset), True: self.splits.test}
+        self.test_sets = {False: data.subset(self.splits.test, cfg.eval.subset), True: self.splits.test}
         self.stopped_at: Optional[float] = None  # the budget fraction a budget.stop_at run stopped at
         self.model = parts.model(cfg, self.splits.info, dev)
         if ctx.world > 1:
