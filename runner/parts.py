@@ -53,6 +53,6 @@ def source(cfg, splits: Splits, dev: torch.device, rank: int = 0, world: int = 1
         background=p.background, device=dev, channels_last=accel.uses_channels_last(cfg.train, dev, splits.info))
 
 
-def eval_batches(cfg, splits: Splits, dev: torch.device):
-    """The test set's batches, as every evaluation reads them."""
-    return pipeline.eval_batches(splits.test, cfg.eval.batch_size, cfg.data.workers, dev, pin_memory(cfg.data, dev))
+def eval_batches(cfg, test, dev: torch.device):
+    """The batches of ``test`` (the test set, or eval.subset's part of it), as every evaluation reads them."""
+    return pipeline.eval_batches(test, cfg.eval.batch_size, cfg.data.workers, dev, pin_memory(cfg.data, dev))

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import accel, checkpoint, comm as comm_mod, data, dist, echo, parts, pipeline, seeds, simclock
+from . import accel, checkpoint, comm as comm_mod, data, dist, echo, parts, seeds, simclock
 from .config import build, config_hash, resolved
 from .errors import ConfigError, Diverged, Preempted
 from .launch import requeue, scheduler_signal
@@ -159,7 +159,6 @@ class Trainer:
         self.opt = parts.optimizer(cfg, self.model)
         self.amp, self.scaler = parts.precision(cfg.train, dev)
         self.budget = Budget(cfg.budget, B * ctx.world)
-        self.pin = parts.pin_memory(cfg.data, dev)
         self.source = parts.source(cfg, self.splits, dev, ctx.rank, ctx.world)
         self.upstream = Limited(self.source, self.budget.batches)
         self.clock = simclock.from_config(cfg.hardware, B)
@@ -371,11 +370,9 @@ class Trainer:
         # each rank's own model is restored for training.
         with self.comm.consensus() as model:
             if ctx.is_main:
-                batches = pipeline.eval_batches(test, self.cfg.eval.batch_size, self.cfg.data.workers,
-                                                ctx.device, self.pin)
-                ev = evaluate(model, batches, self.splits.task, self.amp)
+                ev = evaluate(model, parts.eval_batches(self.cfg, test, ctx.device), self.splits.task, self.amp)
                 rec.update(ev.metrics, eval_examples=len(test))
-                if len(test) == len(self.splits.test):
+                if full or test is self.splits.test:
                     self.final_examples = ev.per_example  # written at the end, if this is the last record
                 metric = "test_acc" if self.splits.task == "classification" else "test_ppl"
                 self.bar.update(c.example_loads if self.bar_unit == "loads" else c.step, step=c.step,
@@ -384,7 +381,7 @@ class Trainer:
         c.eval_s += time.perf_counter() - t0
         rec["eval_s"] = c.eval_s
         c.records += 1
-        c.recorded_step, c.recorded_full = c.step, len(test) == len(self.splits.test)
+        c.recorded_step, c.recorded_full = c.step, full or test is self.splits.test
         for s in self.sinks:
             s.write(clean(rec))
         return rec

@@ -189,7 +189,7 @@ def measure_workload(cfg, *, windows: int = 5, window_s: float = 0.5, steps: int
 
     def one_eval() -> float:
         t = time.perf_counter()
-        evaluate(model, parts.eval_batches(cfg, splits, dev), splits.task, amp)
+        evaluate(model, parts.eval_batches(cfg, splits.test, dev), splits.task, amp)
         accel.sync(dev)
         return time.perf_counter() - t
 
