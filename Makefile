@@ -40,17 +40,22 @@ docs: $(VENV_STAMP)  ## build the docs site into site/ (open site/index.html; or
 	$(MKDOCS)
 
 # ---- figures: `make figures` runs what is missing (a finished run is never re-run) and redraws ----
-# One figure per question (README, "Results"), each method at its own best learning rate: the best
-# mean over the tuning seeds of the metric at equal example loads, the verdict table's rule, from a
-# grid of 5 rates x 5 seeds (2 tuning, 3 measuring; where a figure uses one fixed rate, the comment
-# there says why).
+# One figure per question (docs/results.md), each method at its own best learning rate from a grid
+# of 5-6 rates x2 apart, chosen on the tuning seeds by successive halving and measured on 3 other
+# seeds (FIG_TUNE_SEEDS, FIG_MEASURE_SEEDS; the verdict table's rule):
+#   1. the first tuning seed runs every rate to a quarter of the budget (budget.stop_at; runs that
+#      stop at their target run to it, or to the cap);
+#   2. the best FIG_SH_KEEP rates there (mean metric at equal loads; loads to the target) run to the
+#      end on every tuning seed; the first seed's quarter-way runs continue where they stopped;
+#   3. the better of those, on the tuning seeds at the end, runs on the measuring seeds.
+# scripts/halving.py reads the records and prints each next stage's rates; a stage already run is
+# not run again, so an interrupted `make figures` continues from the records it finds (committed
+# ones included: results/README.md).
 #   SCALE=small (default): Fashion-MNIST (offline from /usr/share/datasets/fashion-mnist), SmallCNN
-#     width 8, on this machine's CPUs. Three seeds took about 6,200 CPU-seconds (50-55 minutes on 2
-#     cores with -j2); five seeds, the modern models' grids and dp_equal_steps/ take about 2.5 times
-#     that (an estimate, not yet measured).
-#     Figures and tables: results/figures/ (committed).
-#   SCALE=tiny: the same figures on the embedded digits (augmentation: a 4,096-image slice of
-#     Fashion-MNIST), 2 rates x 5 seeds, for a quick look, results/tiny/figures/.
+#     width 8, on this machine's CPUs: results/small/ (the records, committed) and results/figures/.
+#     make bench-sweep estimates its cost; results/bench/sweep.json.
+#   SCALE=tiny: the same figures on the embedded digits (schedules: a 4,096-image slice of
+#     Fashion-MNIST), 2 rates, for a quick look, results/tiny/figures/.
 #   SCALE=paper: CIFAR-10 / ResNet-18 (MobileNetV3 on CIFAR-10, GPT-2 on WikiText-2) at 30 epochs,
 #     on a GPU machine with the data: results/figures/paper/.
 # The venv is an order-only prerequisite: an edited pyproject.toml does not reinstall in the middle
@@ -58,38 +63,36 @@ docs: $(VENV_STAMP)  ## build the docs site into site/ (open site/index.html; or
 # Runs go to results/$(SCALE)/<figure>/<swept overrides>/; after changing a figure's fixed settings
 # below, delete results/$(SCALE)/<figure>/ (echo-run refuses a directory that holds another config).
 .PHONY: figures verdict fig-speedup fig-schedules fig-augment fig-dp fig-modern fig-advisor fig-paper
-# No winner's curse: each method's best rate is chosen on the tuning seeds and its effect measured on
-# the measuring seeds at that rate (scripts/claims.yaml's tuning_seeds and measuring_seeds, the same
-# lists; tests/test_claims_rows.py checks them against `make -n`). Every rate runs every seed, so the
-# same-rate rows (lr: same) are measured on all five.
 FIG_TUNE_SEEDS := 0,1
 FIG_MEASURE_SEEDS := 2,3,4
-FIG_SEEDS := $(FIG_TUNE_SEEDS),$(FIG_MEASURE_SEEDS)
+FIG_SH_SEED := 0
+FIG_SH_STOP := 0.25
+FIG_SH_KEEP := 2
 ifeq ($(SCALE),paper)
 FIG_RUNS := results/paper
 FIG_OUT := results/figures/paper
 FIG_THREADS :=
 FIG_DATA := dataset=cifar10 model=resnet18 target.value=0.85
 FIG_HW := hardware=gpu_network_storage
+FIG_LOW_TARGET := 0.8
 FIG_SPEEDUP_SET := optim.lr_schedule=constant target.stop=true budget.example_loads=1500000 budget.steps=200000 eval.every_loads=10000
 FIG_LRS_1 := 0.025,0.05,0.1,0.2,0.4
 FIG_LRS_4 := 0.0125,0.025,0.05,0.1,0.2
-FIG_LRS_16 := 0.00625,0.0125,0.025,0.05,0.1
+FIG_SCHED_DATA := $(FIG_DATA) $(FIG_HW) data.augment=true
 FIG_SCHED_SET := budget.example_loads=1500000 eval.every_loads=50000
 FIG_LRS := 0.025,0.05,0.1,0.2,0.4
-FIG_AUG_DATA := $(FIG_DATA) $(FIG_HW)
-FIG_AUG_SET := data.augment=true budget.example_loads=1500000 eval.every_loads=50000
 FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=4 data.batch_size=128 hardware=cluster_ethernet
 FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=1500000 eval.every_loads=50000
-FIG_DP_LR := 0.1
 FIG_DP_LRS := 0.025,0.05,0.1,0.2,0.4
 FIG_DP_STEPS := 2930
 FIG_DP_STEPS_EVAL := eval.every_loads=500000
 FIG_GA_LRS := 0.1,0.2,0.4,0.8,1.6
+FIG_OUTER := comm.outer_lr=0.4,0.7,1.0 comm.outer_momentum=0.8,0.9
 FIG_MOB_SET := dataset=cifar10 model=mobilenet_v3_small hardware=gpu_network_storage target.value=0.8 budget.example_loads=1500000 eval.every_loads=50000
 FIG_MOB_LRS := 0.025,0.05,0.1,0.2,0.4
+FIG_MOB_Q := MobileNetV3-Small, 30 epochs
 FIG_LM_SET := dataset=wikitext2 model=gpt2 model.size=small model.pretrained=true data.batch_size=16 optim=adamw hardware=gpu_network_storage target.value=30 budget.example_loads=27900 eval.every_loads=3100
-FIG_LM_LRS := 2e-5,5e-5,1e-4,2e-4,4e-4
+FIG_LM_LRS := 1e-5,2e-5,5e-5,1e-4,2e-4
 FIG_YLIM :=
 FIG_PRESETS := fig3_schedules fig4_cifar10_lr fig5_cifar100_lr fig6_data_parallel fig7_gpt2_wikitext2 mobilenet_v3
 else ifeq ($(SCALE),tiny)
@@ -98,23 +101,23 @@ FIG_OUT := results/tiny/figures
 FIG_THREADS := train.threads=1
 FIG_DATA := dataset=digits
 FIG_HW := hardware=ratio hardware.ratio=4
+FIG_LOW_TARGET := 0.8
 FIG_SPEEDUP_SET := optim.lr_schedule=constant target.stop=true budget.example_loads=2874 budget.steps=600 eval.every_loads=96
 FIG_LRS_1 := 0.05,0.1
 FIG_LRS_4 := 0.025,0.05
-FIG_LRS_16 := 0.0125,0.025
-FIG_SCHED_SET := budget.example_loads=1437 eval.every_loads=160
+FIG_SCHED_DATA := dataset=fashion_mnist model.width=8 data.max_train_examples=4096 data.max_test_examples=500 target.value=0.7 $(FIG_HW) data.augment=true
+FIG_SCHED_SET := budget.example_loads=2048 eval.every_loads=512
 FIG_LRS := 0.05,0.1
-FIG_AUG_DATA := dataset=fashion_mnist model.width=8 data.max_train_examples=4096 data.max_test_examples=500 target.value=0.7 $(FIG_HW)
-FIG_AUG_SET := data.augment=true budget.example_loads=2048 eval.every_loads=512
 FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=16 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
 FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=1437 eval.every_loads=479
-FIG_DP_LR := 0.05
 FIG_DP_LRS := 0.05,0.2
 FIG_DP_STEPS := 45
 FIG_DP_STEPS_EVAL := eval.every_loads=1440
 FIG_GA_LRS := 0.05,0.2
+FIG_OUTER := comm.outer_lr=0.7 comm.outer_momentum=0.9
 FIG_MOB_SET := dataset=digits model=mobilenet_v3_small $(FIG_HW) budget.example_loads=480 eval.every_loads=160
 FIG_MOB_LRS := 0.05
+FIG_MOB_Q := Early training
 FIG_LM_SET := dataset=python_docs optim=adamw data.max_test_examples=128 $(FIG_HW) budget.example_loads=800 eval.every_loads=400
 FIG_LM_LRS := 0.003
 FIG_YLIM := --ylim 0.5 1.0
@@ -122,78 +125,74 @@ FIG_PRESETS := fig3_schedules_smoke fig4_cifar10_lr_smoke fig5_cifar100_lr_smoke
 else
 FIG_RUNS := results/small
 FIG_OUT := results/figures
-# The workload: Fashion-MNIST, SmallCNN at width 8 (SGD's learning curve of width 32 within about
-# 0.01, at a seventh of the cost: ~20 ms per batch of 64 on one core), evaluated on a fixed random 2,000
-# test images (one standard error 0.009 near 0.8), on a simulated accelerator whose loader needs 4
-# step-times per batch (sim_s), target test accuracy 0.80 (see fig-speedup).
+# The workload: Fashion-MNIST, SmallCNN at width 8, evaluated during training on a fixed random 1,000
+# of the test images (eval.subset; one standard error 0.010 near 0.88) and on all 10,000 at the end,
+# on a simulated accelerator whose loader needs 4 step-times per batch (sim_s).
 FIG_THREADS := train.threads=1
-FIG_DATA := dataset=fashion_mnist model.width=8 data.max_test_examples=2000 eval.batch_size=1000 target.value=0.80
+FIG_DATA := dataset=fashion_mnist model.width=8 eval.subset=1000 eval.batch_size=1000
 FIG_HW := hardware=ratio hardware.ratio=4
-# Time to target: constant learning rate (the Theorem's setting; a decaying rate would tie the
-# trajectory to the budget), each run stops at the target, capped at 48,000 loads and 4,000 steps
-# (1/p = 16 reached 0.80 in 2,400-2,900 steps in the pilot). 0.80 is where SGD at a constant rate
-# is still rising (14,000-18,000 loads, a quarter epoch, at its best rates); 0.85 needs ~60,000
-# loads at a constant rate and would cost this figure ~4x more (over 2 hours of CPU instead of 35
-# minutes).
-FIG_SPEEDUP_SET := optim.lr_schedule=constant target.stop=true budget.example_loads=48000 budget.steps=4000 eval.every_loads=1280
-# Rate grids centred on 0.05 for SGD and halved per 4x reuse (pilots: 1/p = 16 diverges from the
-# target at 0.05 and does best near 0.005-0.01); 5 rates, x2 apart.
+# Time to target: constant learning rate (the Theorem's setting), each run stops at 0.87 test
+# accuracy (SGD needs about two epochs) and is drawn to 0.80 as well, capped at 4 epochs of loads
+# and 9,000 steps; 1/p = 1, 2, 4, 8.
+FIG_LOW_TARGET := 0.8
+FIG_SPEEDUP_SET := optim.lr_schedule=constant target.value=0.87 target.stop=true budget.example_loads=240000 budget.steps=9000 eval.every_loads=2560
 FIG_LRS_1 := 0.0125,0.025,0.05,0.1,0.2
 FIG_LRS_4 := 0.00625,0.0125,0.025,0.05,0.1
-FIG_LRS_16 := 0.003125,0.00625,0.0125,0.025,0.05
-# Equal loads: 200 fresh batches (0.21 epoch) with the cosine learning rate over them; the echo
-# schedules take 2-3.2x as many steps (cosine: 3.16 steps per fresh batch on average).
-FIG_SCHED_SET := budget.example_loads=12800 eval.every_loads=1600
-FIG_LRS := 0.0125,0.025,0.05,0.1,0.2
-# The schedules' grid goes one step further: on 0.0125-0.2, four of the five schedules did best at 0.2.
-FIG_SCHED_LRS := 0.0125,0.025,0.05,0.1,0.2,0.4
-FIG_AUG_DATA := $(FIG_DATA) $(FIG_HW)
-FIG_AUG_SET := data.augment=true budget.example_loads=10240 eval.every_loads=2048
+# Equal loads: 3 epochs (180,000 loads) with the cosine learning rate over them, random crops and
+# flips (Fashion-MNIST 28x28, 4-pixel padding), evaluated 16 times.
+FIG_SCHED_DATA := $(FIG_DATA) $(FIG_HW) data.augment=true
+FIG_SCHED_SET := budget.example_loads=180000 eval.every_loads=11250
+FIG_LRS := 0.0125,0.025,0.05,0.1,0.2,0.4
 # Two gloo ranks of 32 (64 per step, as one process); a round costs 5 ms + 140 KB at 100 MB/s, about
-# a quarter of a step. One rate for every strategy but grad_accum: a 2-rank torchrun job costs ~15
-# CPU-seconds to start, so 5 rates x 3 seeds x 8 strategies would be 120 jobs; 0.05 is the
-# single-process SGD rate of the pilots. grad_accum (k = 4: a 4x larger batch per optimizer step)
-# gets its own 5 rates, as the reviewers asked.
+# a quarter of a step; periodic averaging and DiLoCo every 8 steps.
 FIG_DP_COMMON := launcher=torchrun launcher.nproc_per_node=2 data.batch_size=32 $(FIG_HW) hardware.comm_latency_s=0.005 hardware.comm_bandwidth_Bps=1e8
-FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=12800 eval.every_loads=1600
-FIG_DP_LR := 0.05
-# Reviewer 1's comparison at equal optimizer steps (dp_equal_steps/): all-reduce DDP for 200 steps
-# (12,800 loads, as above) against grad_accum (k = 4) for 800 micro-steps, i.e. 200 optimizer steps on
-# 51,200 loads, each over its own 5 rates (drawn against communication rounds, which are optimizer
-# steps for both; `step` counts grad_accum's micro-steps). Algorithm 2 (on_load) also runs over FIG_DP_LRS, for the
-# reviewers' Q3 against grad_accum at their own best rates (the other strategies: one rate, compared
-# at the same rate).
+FIG_DP_SET := $(FIG_DP_COMMON) budget.example_loads=180000 eval.every_loads=11250
 FIG_DP_LRS := 0.0125,0.025,0.05,0.1,0.2
-FIG_DP_STEPS := 200
-FIG_DP_STEPS_EVAL := eval.every_loads=6400
+# Reviewer 1's equal optimizer steps: all-reduce DDP for 703 steps (45,000 loads) against grad_accum
+# (k = 4) for 703 optimizer steps (2,812 micro-steps, 3 epochs of loads).
+FIG_DP_STEPS := 703
+FIG_DP_STEPS_EVAL := eval.every_loads=11250
 FIG_GA_LRS := 0.05,0.1,0.2,0.4,0.8
-# MobileNetV3-Small costs ~0.45 s per batch of 64 on one core (20x the SmallCNN): 200 fresh batches
-# of 32 (6,400 loads; after 100 steps of 64 its BatchNorm statistics, momentum 0.01, had not
-# settled and SGD tested at chance), one rate (0.05), 3 seeds; GPT-2 tiny on Python's docs, AdamW
-# at 3e-3 (pilot: perplexity 139 after 200 steps), 200 fresh batches of 16 blocks.
-FIG_MOB_SET := dataset=fashion_mnist model=mobilenet_v3_small data.batch_size=32 data.max_test_examples=1000 eval.batch_size=500 hardware=ratio hardware.ratio=4 target.value=0.7 budget.example_loads=6400 eval.every_loads=3200
-# Three rates each (a 5 x 5 grid of MobileNet runs would cost about 2 CPU-hours); the verdict says
-# "not informative" when a method's best rate is at the grid's edge.
-FIG_MOB_LRS := 0.025,0.05,0.1
+# DiLoCo's outer Nesterov step: outer rate x momentum on the tuning seeds at periodic averaging's
+# best inner rate (to a quarter of the budget), then its own inner rates.
+FIG_OUTER := comm.outer_lr=0.4,0.7,1.0 comm.outer_momentum=0.8,0.9
+# MobileNetV3-Small costs ~0.25 s per batch of 32 on one core (20x the SmallCNN): 400 steps of 32
+# (12,800 loads), 2 reuses per fresh batch; GPT-2 tiny on Python's docs with AdamW.
+FIG_MOB_SET := dataset=fashion_mnist model=mobilenet_v3_small data.batch_size=32 eval.subset=500 eval.batch_size=500 hardware=ratio hardware.ratio=4 target.value=0.7 budget.example_loads=12800 eval.every_loads=3200
+FIG_MOB_LRS := 0.0125,0.025,0.05,0.1,0.2
+FIG_MOB_Q := Early training (0.2 epoch)
 FIG_LM_SET := dataset=python_docs optim=adamw data.max_test_examples=256 hardware=ratio hardware.ratio=4 budget.example_loads=3200 eval.every_loads=400
-FIG_LM_LRS := 0.001,0.003,0.01
-FIG_YLIM := --ylim 0.5 0.9
+FIG_LM_LRS := 0.0003,0.001,0.003,0.01,0.03
+FIG_YLIM := --ylim 0.5 0.95
 FIG_PRESETS := fig3_schedules_smoke fig4_cifar10_lr_smoke fig5_cifar100_lr_smoke fig6_data_parallel_smoke fig7_gpt2_wikitext2_smoke mobilenet_v3_smoke
 endif
-FIG_SCHED_LRS ?= $(FIG_LRS)
+FIG_SEEDS := $(FIG_TUNE_SEEDS),$(FIG_MEASURE_SEEDS)
+FIG_LRS_2 ?= $(FIG_LRS_1)
+FIG_LRS_8 ?= $(FIG_LRS_4)
 FIG_GA_STEPS = $(shell echo $$((4 * $(FIG_DP_STEPS))))
 FIG_PICK := --tuning-seeds $(FIG_TUNE_SEEDS) --measuring-seeds $(FIG_MEASURE_SEEDS)
 # A multirun whose job directories are named by the swept overrides (optim.lr=0.05,schedule=none,
 # seed=0), so that a finished job is found again and skipped; the settings fixed for a figure are
 # left out of the name. Exit status 1 (a run diverged, which the figures show) does not stop make.
 # budget.stop_at is left out too: a successive-halving stage continues in its run's own directory.
-FIG_FIXED := [logger.progress,train.threads,dataset,model,model.width,model.size,model.pretrained,optim,optim.lr_schedule,data.batch_size,data.max_train_examples,data.max_test_examples,data.augment,eval.batch_size,eval.every_loads,eval.subset,budget.example_loads,budget.stop_at,budget.steps,target.value,target.stop,hardware,hardware.ratio,hardware.comm_latency_s,hardware.comm_bandwidth_Bps,launcher,launcher.nproc_per_node,comm.outer_lr,comm.outer_momentum]
+FIG_FIXED := [logger.progress,train.threads,dataset,model,model.width,model.size,model.pretrained,optim,optim.lr_schedule,data.batch_size,data.max_train_examples,data.max_test_examples,data.augment,eval.batch_size,eval.every_loads,eval.subset,budget.example_loads,budget.stop_at,budget.steps,target.value,target.stop,hardware,hardware.ratio,hardware.comm_latency_s,hardware.comm_bandwidth_Bps,launcher,launcher.nproc_per_node,comm.period,comm.outer_optim]
 FIG_SWEEP := OMP_NUM_THREADS=1 .venv/bin/echo-run -m logger.progress=false $(FIG_THREADS) 'hydra.sweep.subdir=$${hydra.job.override_dirname}' \
 	'hydra.job.config.override_dirname.exclude_keys=$(FIG_FIXED)'
 FIG_OK := || [ $$? -eq 1 ]
 REPORT := .venv/bin/echo-report
 BEST := $(PY) scripts/at_best_lr.py
-DILOCO := comm.outer_optim=nesterov comm.outer_lr=0.7 comm.outer_momentum=0.9
+HALVE := $(PY) scripts/halving.py
+FIG_PERIODIC := comm=periodic comm.period=8
+# One method tuned by successive halving (the three stages above): $(call TUNED,dir,method label,
+# fixed overrides,name of the rate-grid variable,stage-1 extra[,shell words run first on each line,
+# which set a variable the overrides use]). A stage whose rates cannot be read (the previous one did
+# not run) fails the line: never a sweep at a default rate.
+define TUNED
+	$(6) $(FIG_SWEEP) hydra.sweep.dir=$(1) $(3) optim.lr=$($(4)) seed=$(FIG_SH_SEED) $(5) $(FIG_OK)
+	$(6) R=$$($(HALVE) $(1) --method '$(2)' --seeds $(FIG_SH_SEED) --keep $(FIG_SH_KEEP)) && $(FIG_SWEEP) hydra.sweep.dir=$(1) $(3) $$R seed=$(FIG_TUNE_SEEDS) $(FIG_OK)
+	$(6) R=$$($(HALVE) $(1) --method '$(2)' --seeds $(FIG_TUNE_SEEDS) --complete) && $(FIG_SWEEP) hydra.sweep.dir=$(1) $(3) $$R seed=$(FIG_MEASURE_SEEDS) $(FIG_OK)
+endef
+STAGE := budget.stop_at=$(FIG_SH_STOP)
 
 figures: | $(VENV_STAMP)  ## every figure and the verdict table (SCALE=small|tiny|paper), two sweeps at a time
 	$(MAKE) -k -j2 fig-speedup fig-schedules fig-augment fig-dp fig-modern
@@ -203,76 +202,94 @@ verdict: | $(VENV_STAMP)  ## the verdict table from the figures' runs: $(FIG_OUT
 	$(REPORT) verdict scripts/claims.yaml $(FIG_RUNS) --out $(FIG_OUT)/verdict
 
 # Figure 1, the Theorem: example loads, steps, sim_s and wall_s to target against reuses per fresh
-# batch, 1/p = 1 (SGD), 2, 4, 8, 16, each level at its own best rate, beside the ideal.
-.PHONY: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8 runs-speedup-16
+# batch, 1/p = 1 (SGD), 2, 4, 8, each level at its own best rate, beside the ideal; at the runs'
+# target and at FIG_LOW_TARGET.
+.PHONY: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8
+SPEEDUP = $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET)
 runs-speedup-1: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r1 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=none optim.lr=$(FIG_LRS_1) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/speedup/r1,sgd,$(SPEEDUP) schedule=none,FIG_LRS_1,)
 runs-speedup-2: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r2 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=constant schedule.p=0.5 optim.lr=$(FIG_LRS_1) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/speedup/r2,constant(p=0.5),$(SPEEDUP) schedule=constant schedule.p=0.5,FIG_LRS_2,)
 runs-speedup-4: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r4 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=constant schedule.p=0.25 optim.lr=$(FIG_LRS_4) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/speedup/r4,constant(p=0.25),$(SPEEDUP) schedule=constant schedule.p=0.25,FIG_LRS_4,)
 runs-speedup-8: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r8 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=constant schedule.p=0.125 optim.lr=$(FIG_LRS_4) seed=$(FIG_SEEDS) $(FIG_OK)
-runs-speedup-16: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/speedup/r16 $(FIG_DATA) $(FIG_HW) $(FIG_SPEEDUP_SET) schedule=constant schedule.p=0.0625 optim.lr=$(FIG_LRS_16) seed=$(FIG_SEEDS) $(FIG_OK)
-fig-speedup: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8 runs-speedup-16  ## fig. 1: loads, steps, sim and wall time to target vs 1/p at each level's best rate, beside the ideal
+	$(call TUNED,$(FIG_RUNS)/speedup/r8,constant(p=0.125),$(SPEEDUP) schedule=constant schedule.p=0.125,FIG_LRS_8,)
+fig-speedup: runs-speedup-1 runs-speedup-2 runs-speedup-4 runs-speedup-8  ## fig. 1: loads, steps, sim and wall time to target vs 1/p at each level's best rate, beside the ideal
 	$(BEST) speedup $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup $(FIG_PICK)
+	$(BEST) speedup $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup_low --target $(FIG_LOW_TARGET) $(FIG_PICK)
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/speedup --out $(FIG_OUT)/speedup_stats
 
 # Figures 2 and 3 share their runs: the paper's schedules at equal example loads, each at its best
 # rate against loads (2), and against loads, steps, epochs, wall-clock and simulated time (3).
-.PHONY: runs-schedules
-runs-schedules: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/schedules $(FIG_DATA) $(FIG_HW) $(FIG_SCHED_SET) schedule=none,constant,cosine,linear,step optim.lr=$(FIG_SCHED_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
+.PHONY: runs-schedules runs-sched-none runs-sched-constant runs-sched-cosine runs-sched-linear runs-sched-step
+SCHED = $(FIG_SCHED_DATA) $(FIG_SCHED_SET)
+runs-sched-none: | $(VENV_STAMP)
+	$(call TUNED,$(FIG_RUNS)/schedules,sgd,$(SCHED) schedule=none,FIG_LRS,$(STAGE))
+runs-sched-constant: | $(VENV_STAMP)
+	$(call TUNED,$(FIG_RUNS)/schedules,constant(p=0.5),$(SCHED) schedule=constant,FIG_LRS,$(STAGE))
+runs-sched-cosine: | $(VENV_STAMP)
+	$(call TUNED,$(FIG_RUNS)/schedules,cosine,$(SCHED) schedule=cosine,FIG_LRS,$(STAGE))
+runs-sched-linear: | $(VENV_STAMP)
+	$(call TUNED,$(FIG_RUNS)/schedules,linear,$(SCHED) schedule=linear,FIG_LRS,$(STAGE))
+runs-sched-step: | $(VENV_STAMP)
+	$(call TUNED,$(FIG_RUNS)/schedules,step,$(SCHED) schedule=step,FIG_LRS,$(STAGE))
+runs-schedules: runs-sched-none runs-sched-constant runs-sched-cosine runs-sched-linear runs-sched-step
 fig-schedules: runs-schedules  ## figs. 2-3: none/constant/cosine/linear/step at equal loads, at their best rates, on every clock
 	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules $(FIG_PICK) --x example_loads $(FIG_YLIM)
 	$(BEST) curves $(FIG_RUNS)/schedules --out $(FIG_OUT)/clocks $(FIG_PICK) --x example_loads step epoch wall_s sim_s $(FIG_YLIM)
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/schedules --out $(FIG_OUT)/schedules_stats
 
-# Figure 4: echoing before or after augmentation (Choi et al.): 4 reuses per fresh batch (p = 1/4)
-# with the echoed batch re-cropped and re-flipped (data.augment_on_echo=true) or not, and SGD.
+# Figure 4: echoing before or after augmentation (Choi et al.): the schedules' SGD and constant
+# p = 1/2 (echoed batches as they were augmented) against the same echoing with each echoed batch
+# re-cropped and re-flipped (data.augment_on_echo=true), in augment/.
 .PHONY: runs-augment
 runs-augment: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/augment $(FIG_AUG_DATA) $(FIG_AUG_SET) schedule=none optim.lr=$(FIG_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/augment $(FIG_AUG_DATA) $(FIG_AUG_SET) schedule=constant schedule.p=0.25 data.augment_on_echo=false,true optim.lr=$(FIG_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-fig-augment: runs-augment  ## fig. 4: echoing with and without re-augmenting the echoed batch, at their best rates
-	$(BEST) curves $(FIG_RUNS)/augment --out $(FIG_OUT)/augment $(FIG_PICK) --x example_loads step $(FIG_YLIM)
-	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/augment --out $(FIG_OUT)/augment_stats
+	$(call TUNED,$(FIG_RUNS)/augment,constant(p=0.5)+reaug,$(SCHED) schedule=constant data.augment_on_echo=true,FIG_LRS,$(STAGE))
+# (shell globs: the run directories exist only once the runs have started)
+AUGMENT_RUNS = $(FIG_RUNS)/augment $(FIG_RUNS)/schedules/*schedule=none* $(FIG_RUNS)/schedules/*schedule=constant*
+fig-augment: runs-augment runs-sched-none runs-sched-constant  ## fig. 4: echoing with and without re-augmenting the echoed batch, at their best rates
+	$(BEST) curves $(AUGMENT_RUNS) --out $(FIG_OUT)/augment $(FIG_PICK) --x example_loads step $(FIG_YLIM)
+	$(REPORT) stats $(FIG_PICK) $(AUGMENT_RUNS) --out $(FIG_OUT)/augment_stats
 
-# Figure 5: Algorithm 2 with 2 ranks (torchrun): allreduce, periodic (H = 4) and grad_accum (k = 4)
-# SGD, on_load and probabilistic averaging with p = 1/2 echoing, and DiLoCo's outer Nesterov step
-# on periodic, on_load and probabilistic averaging (the same rounds as plain averaging; in diloco/,
-# beside data_parallel/, so that the figure of Algorithm 2 stays apart).
-.PHONY: runs-dp runs-dp-diloco runs-dp-steps
+# Figure 5: data parallel with 2 ranks (torchrun), every strategy at its own best rate: all-reduce,
+# periodic (H = 8) and grad_accum (k = 4) SGD; Algorithm 2 (on_load), probabilistic averaging and
+# all-reduce with p = 1/2 echoing; DiLoCo's outer Nesterov step on periodic averaging (diloco/).
+.PHONY: runs-dp runs-dp-diloco runs-dp-steps runs-diloco-inner
+DP = $(FIG_DATA) $(FIG_DP_SET)
 runs-dp: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=allreduce,periodic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load,probabilistic,allreduce optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=constant comm=on_load optim.lr=$(FIG_DP_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/data_parallel $(FIG_DATA) $(FIG_DP_SET) schedule=none comm=grad_accum optim.lr=$(FIG_GA_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/data_parallel,sgd+allreduce,$(DP) schedule=none comm=allreduce,FIG_DP_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/data_parallel,sgd+periodic,$(DP) schedule=none $(FIG_PERIODIC),FIG_DP_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/data_parallel,sgd+grad_accum,$(DP) schedule=none comm=grad_accum,FIG_GA_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/data_parallel,constant(p=0.5)+on_load,$(DP) schedule=constant comm=on_load,FIG_DP_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/data_parallel,constant(p=0.5)+probabilistic,$(DP) schedule=constant comm=probabilistic,FIG_DP_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/data_parallel,constant(p=0.5)+allreduce,$(DP) schedule=constant comm=allreduce,FIG_DP_LRS,$(STAGE))
 runs-dp-steps: | $(VENV_STAMP)  # reviewer 1: grad_accum against all-reduce DDP at equal optimizer steps
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp_equal_steps $(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_DP_STEPS) schedule=none comm=allreduce optim.lr=$(FIG_DP_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/dp_equal_steps $(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_GA_STEPS) schedule=none comm=grad_accum optim.lr=$(FIG_GA_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-runs-dp-diloco: | $(VENV_STAMP)  # one comm per sweep: comm.outer_optim exists only in these strategies' configs
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=none comm=periodic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=constant comm=on_load optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco $(FIG_DATA) $(FIG_DP_SET) $(DILOCO) schedule=constant comm=probabilistic optim.lr=$(FIG_DP_LR) seed=$(FIG_SEEDS) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/dp_equal_steps,sgd+allreduce,$(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_DP_STEPS) schedule=none comm=allreduce,FIG_DP_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/dp_equal_steps,sgd+grad_accum,$(FIG_DATA) $(FIG_DP_COMMON) $(FIG_DP_STEPS_EVAL) budget.example_loads=null budget.steps=$(FIG_GA_STEPS) schedule=none comm=grad_accum,FIG_GA_LRS,$(STAGE))
+DILOCO = $(DP) schedule=none $(FIG_PERIODIC) comm.outer_optim=nesterov
+runs-dp-diloco: runs-dp | $(VENV_STAMP)  # outer rate x momentum at periodic's best rate, then DiLoCo's own rates
+	R=$$($(HALVE) $(FIG_RUNS)/data_parallel --method sgd+periodic --seeds $(FIG_TUNE_SEEDS) --complete) && $(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/diloco_outer $(DILOCO) $$R $(FIG_OUTER) seed=$(FIG_TUNE_SEEDS) $(STAGE) $(FIG_OK)
+	$(call TUNED,$(FIG_RUNS)/diloco,sgd+periodic+nesterov,$(DILOCO) $$O,FIG_DP_LRS,$(STAGE),$(OUTER_BEST))
+OUTER_BEST = O=$$($(HALVE) $(FIG_RUNS)/diloco_outer --method sgd+periodic+nesterov --seeds $(FIG_TUNE_SEEDS) --key comm.outer_lr comm.outer_momentum) &&
+runs-diloco-inner: | $(VENV_STAMP)  # DiLoCo's inner rates at a given outer setting: FIG_OUTER_BEST="comm.outer_lr=... comm.outer_momentum=..."
+	$(call TUNED,$(FIG_RUNS)/diloco,sgd+periodic+nesterov,$(DILOCO) $(FIG_OUTER_BEST),FIG_DP_LRS,$(STAGE))
 fig-dp: runs-dp runs-dp-diloco runs-dp-steps  ## fig. 5: data parallel (2 ranks): accuracy vs loads, communication rounds and bytes; DiLoCo
 	$(BEST) curves $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp $(FIG_PICK) --x example_loads comm_rounds comm_bytes sim_s $(FIG_YLIM)
-	$(BEST) curves $(FIG_RUNS)/data_parallel $(FIG_RUNS)/diloco --out $(FIG_OUT)/diloco $(FIG_PICK) --x example_loads comm_rounds $(FIG_YLIM)
+	$(BEST) curves $(FIG_RUNS)/data_parallel/*comm=periodic* $(FIG_RUNS)/diloco --out $(FIG_OUT)/diloco $(FIG_PICK) --x example_loads comm_rounds $(FIG_YLIM)
 	$(REPORT) dp $(FIG_RUNS)/data_parallel --out $(FIG_OUT)/dp_table
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/data_parallel --baseline sgd+allreduce --out $(FIG_OUT)/dp_stats
 	$(BEST) curves $(FIG_RUNS)/dp_equal_steps --out $(FIG_OUT)/dp_equal_steps --x comm_rounds example_loads $(FIG_YLIM) $(FIG_PICK)
 
-# Figure 7: modern architectures, plain SGD (the optimizer's own steps, no echoing) against 4 reuses
-# per fresh batch (the level a loader at R = 4 allows for free) at equal loads.
+# Figure 7: modern architectures, no echoing against 2 reuses per fresh batch (p = 1/2) at equal
+# loads, each at its own best rate: MobileNetV3-Small with SGD, GPT-2 (tiny) with AdamW.
 .PHONY: runs-modern
 runs-modern: | $(VENV_STAMP)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_cnn $(FIG_MOB_SET) schedule=none optim.lr=$(FIG_MOB_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_cnn $(FIG_MOB_SET) schedule=constant schedule.p=0.25 optim.lr=$(FIG_MOB_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_lm $(FIG_LM_SET) schedule=none optim.lr=$(FIG_LM_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-	$(FIG_SWEEP) hydra.sweep.dir=$(FIG_RUNS)/modern_lm $(FIG_LM_SET) schedule=constant schedule.p=0.25 optim.lr=$(FIG_LM_LRS) seed=$(FIG_SEEDS) $(FIG_OK)
-fig-modern: runs-modern  ## fig. 7: MobileNetV3-Small (Fashion-MNIST) and GPT-2 with AdamW (python_docs), SGD vs echoing
-	$(BEST) curves $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet $(FIG_PICK) --x example_loads step sim_s
+	$(call TUNED,$(FIG_RUNS)/modern_cnn,sgd,$(FIG_MOB_SET) schedule=none,FIG_MOB_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/modern_cnn,constant(p=0.5),$(FIG_MOB_SET) schedule=constant,FIG_MOB_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/modern_lm,sgd,$(FIG_LM_SET) schedule=none,FIG_LM_LRS,$(STAGE))
+	$(call TUNED,$(FIG_RUNS)/modern_lm,constant(p=0.5),$(FIG_LM_SET) schedule=constant,FIG_LM_LRS,$(STAGE))
+fig-modern: runs-modern  ## fig. 7: MobileNetV3-Small (Fashion-MNIST) and GPT-2 with AdamW (python_docs), no echoing vs echoing
+	$(BEST) curves $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet $(FIG_PICK) --x example_loads step sim_s --question '$(FIG_MOB_Q)'
 	$(BEST) curves $(FIG_RUNS)/modern_lm --out $(FIG_OUT)/modern_gpt2 $(FIG_PICK) --x example_loads step sim_s --metric test_ppl
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/modern_cnn --out $(FIG_OUT)/modern_mobilenet_stats
 	$(REPORT) stats $(FIG_PICK) $(FIG_RUNS)/modern_lm --metric test_ppl --out $(FIG_OUT)/modern_gpt2_stats

@@ -45,10 +45,23 @@ def claim(cfg: DictConfig, run_dir: Path, overrides: Optional[list] = None) -> s
         raise ConfigError(f"the run directory {run_dir} holds a run of another configuration (hash "
                           f"{theirs}, this command's is {mine}); it is left untouched. Re-run that run's "
                           "exact command to continue it, or choose another directory with hydra.run.dir=...")
-    if finished(run_dir):
+    if finished(run_dir) or _stage_done(cfg, run_dir):
         return "done"
     _note_stop_at(cfg, stored)
     return "resume"
+
+
+def _stage_done(cfg: DictConfig, run_dir: Path) -> bool:
+    """A run stopped at or beyond this command's budget.stop_at holds the stage asked for: nothing to
+    train (and nothing to resume, so a stage committed without its checkpoint is not trained again)."""
+    f = OmegaConf.select(cfg, "budget.stop_at")
+    if f is None or status(run_dir) != "stopped":
+        return False
+    try:
+        got = json.loads((Path(run_dir) / "summary.json").read_text()).get("stopped_at_fraction")
+    except (OSError, ValueError):
+        return False
+    return got is not None and float(got) >= float(f)
 
 
 def _note_stop_at(cfg: DictConfig, stored: Path) -> None:

@@ -98,7 +98,7 @@ def seed_list(text: str) -> list:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds, e.g. 0,1") from None
 
 
-def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None) -> tuple:
+def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None, question=None) -> tuple:
     figs, rows = [], []
     combos = group(runs, "dataset", "model", "budget")
     for (dataset, model, budget), rs in combos.items():
@@ -119,7 +119,8 @@ def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None) 
             ax.set_visible(False)
         seeds = f"measuring seeds {_seed_text(measuring, rs)}" + (f", rates chosen on {_seed_text(tuning, rs)}"
                                                                     if tuning is not None else "")
-        fig.suptitle(title(dataset, model, "per method, its best (legend)", f"mean over {seeds}"))
+        fig.suptitle(title(question or dataset, model if not question else f"{dataset} · {model}",
+                           "per method, its best (legend)", f"mean over {seeds}"))
         fig.tight_layout()
         plots.legend_below(fig, axes[0][0])
         figs.append((fig, out if len(combos) == 1 else out.with_name(f"{out.name}-{dataset}-{model}")))
@@ -129,7 +130,7 @@ def curves(runs, xs, metric: str, out: Path, ylim, tuning=None, measuring=None) 
     return figs, pd.DataFrame(rows)
 
 
-def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
+def speedup(runs, metric: str, out: Path, tuning=None, measuring=None, target=None) -> tuple:
     runs = [r for r in runs if r.reuse is not None]
     if len({r.reuse for r in runs}) < 2 or 1.0 not in {r.reuse for r in runs}:
         raise ReportError("the speed-up figure needs SGD (schedule=none or constant p=1) and at least one "
@@ -138,7 +139,7 @@ def speedup(runs, metric: str, out: Path, tuning=None, measuring=None) -> tuple:
     if len(combos) > 1:
         raise ReportError("the speed-up figure takes runs of one data set, model and budget; these have "
                           + "; ".join(" · ".join(map(str, k)) for k in combos) + ".")
-    tgt = target_of(runs)
+    tgt = target_of(runs, target)
     if tgt is None:
         raise ReportError("the runs have no target (target.value): the speed-up figure reads time to target.")
     chosen = pick(runs, metric, key="reuse", tuning=tuning, measuring=measuring)
@@ -248,6 +249,10 @@ def main(argv=None) -> int:
                     help="choose each rate on these seeds (default: all)")
     ap.add_argument("--measuring-seeds", type=seed_list, metavar="S,S",
                     help="show and measure these seeds at the chosen rate (default: all)")
+    ap.add_argument("--target", type=float, help="speedup: time to this value of the metric (default: the runs' "
+                    "target; each rate is still chosen by the runs' own target)")
+    ap.add_argument("--question", help="curves: the figure's question, first in its title (e.g. 'Early "
+                    "training: ...')")
     a = ap.parse_args(argv)
     pick_seeds = {"tuning": a.tuning_seeds, "measuring": a.measuring_seeds}
     try:
@@ -255,10 +260,10 @@ def main(argv=None) -> int:
         metric = a.metric or default_metric(runs)
         out = Path(a.out)
         if a.what == "curves":
-            figs, table = curves(runs, a.x, metric, out, a.ylim, **pick_seeds)
+            figs, table = curves(runs, a.x, metric, out, a.ylim, question=a.question, **pick_seeds)
             points = None
         else:
-            figs, table, points = speedup(runs, metric, out, **pick_seeds)
+            figs, table, points = speedup(runs, metric, out, target=a.target, **pick_seeds)
     except ReportError as e:
         print(f"at_best_lr: error: {e}", file=sys.stderr)
         return 2

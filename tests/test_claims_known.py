@@ -1,7 +1,7 @@
 """scripts/claims.yaml, the project's verdict spec, evaluated end to end on a synthetic results tree
 laid out as the Makefile's figure sweeps lay it out (speedup/, schedules/, augment/, data_parallel/,
 dp_equal_steps/, diloco/, modern_cnn/, modern_lm/, advisor/), five seeds, three rates for every
-method a claim tunes (the middle one best) and one rate for those compared at the same rate. Each
+method a claim tunes (the middle one best) and one rate for the others. Each
 row's value and interval are checked against scipy on the seeds the spec says measure (2, 3, 4 for
 tuned claims; every seed at a shared rate), so a claim that reads the wrong runs, seeds or rate fails
 here rather than after hours of `make figures`."""
@@ -42,15 +42,14 @@ M = {  # (directory, label): its numbers; "p": the echo schedule's constant p (N
                                                    (-0.9, -0.8, -0.95, -0.85, -1.0)], p=p, spl=(1 / p if p else 1) / 64,
                                wall=(1 / p if p else 1) * 1e-3, sim=4e-3 * (1 + 0.1 * (1 / p if p else 1)))
        for lab, p in (("sgd", None), ("constant(p=0.5)", 0.5), ("constant(p=0.25)", 0.25),
-                      ("constant(p=0.125)", 0.125), ("constant(p=0.0625)", 0.0625))},
-    ("schedules", "sgd"): L(seeds(0.930, 0.002), [3000] * 5),
-    ("schedules", "cosine"): L(seeds(0.945, 0.001), [2000] * 5, sched="cosine"),
-    ("schedules", "constant(p=0.5)"): L(seeds(0.951, 0.0), [2000] * 5, p=0.5),
-    ("schedules", "linear"): L([0.95, 0.94, 0.944, 0.946, 0.941], [2000] * 5, sched="linear"),
-    ("schedules", "step"): L([0.94, 0.942, 0.946, 0.947, 0.944], [2000] * 5, sched="step"),
-    ("augment", "sgd"): L(seeds(0.90, 0.003), [3000] * 5, aug=True),
-    ("augment", "constant(p=0.25)"): L(seeds(0.91, 0.001), [2000] * 5, p=0.25, aug=True),
-    ("augment", "constant(p=0.25)+reaug"): L(seeds(0.915, 0.002), [2000] * 5, p=0.25, aug=True, reaug=True),
+                      ("constant(p=0.125)", 0.125))},
+    ("schedules", "sgd"): L(seeds(0.930, 0.002), [3000] * 5, aug=True),
+    ("schedules", "cosine"): L(seeds(0.945, 0.001), [2000] * 5, sched="cosine", aug=True),
+    ("schedules", "constant(p=0.5)"): L(seeds(0.951, 0.0), [2000] * 5, p=0.5, aug=True),
+    ("schedules", "linear"): L([0.95, 0.94, 0.944, 0.946, 0.941], [2000] * 5, sched="linear", aug=True),
+    ("schedules", "step"): L([0.94, 0.942, 0.946, 0.947, 0.944], [2000] * 5, sched="step", aug=True),
+    ("augment", "constant(p=0.5)+reaug"): L([0.95, 0.955, 0.953, 0.956, 0.951], [2000] * 5, p=0.5, aug=True,
+                                            reaug=True),
     ("data_parallel", "sgd+allreduce"): L(seeds(0.93, 0.001), [3200] * 5, ws=2, comm="allreduce", rpl=1 / 64),
     ("data_parallel", "sgd+periodic"): L(seeds(0.925, 0.001), [3400] * 5, ws=2, comm="periodic", rpl=1 / 256),
     ("data_parallel", "sgd+grad_accum"): L(seeds(0.90, 0.002), [4000] * 5, ws=2, comm="grad_accum", rpl=1 / 256),
@@ -66,18 +65,18 @@ M = {  # (directory, label): its numbers; "p": the echo schedule's constant p (N
                                             steps=800),
     ("diloco", "sgd+periodic+nesterov"): L(seeds(0.915, 0.001), [3400] * 5, ws=2, comm="periodic", rpl=1 / 256,
                                            outer=True),
-    ("diloco", "constant(p=0.5)+on_load+nesterov"): L(seeds(0.94, 0.001), [2000] * 5, p=0.5, ws=2, comm="on_load",
-                                                      rpl=1 / 128, outer=True),
-    ("diloco", "constant(p=0.5)+probabilistic+nesterov"): L([0.934, 0.936, 0.945, 0.94, 0.93], [2000] * 5, p=0.5,
-                                                            ws=2, comm="probabilistic", rpl=1 / 128, outer=True),
     ("modern_cnn", "sgd"): L(seeds(0.70, 0.01), [5000] * 5, model="mobilenet"),
-    ("modern_cnn", "constant(p=0.25)"): L(seeds(0.75, 0.005), [4000] * 5, p=0.25, model="mobilenet"),
+    ("modern_cnn", "constant(p=0.5)"): L(seeds(0.75, 0.005), [4000] * 5, p=0.5, model="mobilenet"),
     ("modern_lm", "sgd"): L(None, None, ppl=[180.0, 175.0, 178.0, 181.0, 176.0]),
-    ("modern_lm", "constant(p=0.25)"): L(None, None, p=0.25, ppl=[150.0, 149.0, 156.0, 151.0, 152.0]),
+    ("modern_lm", "constant(p=0.5)"): L(None, None, p=0.5, ppl=[150.0, 149.0, 156.0, 151.0, 152.0]),
 }
-TUNED = {(c["runs"].get("dir") if isinstance(c["runs"], dict) else c["runs"], lab)
-         for c in SPEC["claims"] if c.get("lr", "best") == "best" and c["quantity"] not in ("slope", "confirmed")
-         for lab in (c["method"], c.get("baseline", "sgd"))}
+def dirs_of(c: dict) -> list:
+    d = c["runs"].get("dir") if isinstance(c["runs"], dict) else c["runs"]
+    return d if isinstance(d, list) else [d]
+
+
+TUNED = {(d, lab) for c in SPEC["claims"] if c.get("lr", "best") == "best" and c["quantity"] not in ("slope", "confirmed")
+         for d in dirs_of(c) for lab in (c["method"], c.get("baseline", "sgd"))}
 TUNED |= {("speedup", lab) for (d, lab) in M if d == "speedup"}
 
 
@@ -173,8 +172,8 @@ def expected(c: dict, lr: float) -> tuple:
         x = np.log([r for r, _ in levels])
         return t_est([np.polyfit(x, np.log([loads_to(p, 0.05, s, c["target"]) for _, p in levels]), 1)[0]
                       for s in ss])
-    def side(lab: str) -> dict:  # a `where: {comm.name: ...}` claim reads data_parallel/ and diloco/
-        return M[d, lab] if isinstance(d, str) else next(M[k] for k in M if k[1] == lab and k[0] != "dp_equal_steps")
+    def side(lab: str) -> dict:  # a list of directories: the one that holds this label
+        return M[d, lab] if isinstance(d, str) else next(M[k] for k in M if k[1] == lab and k[0] in d)
 
     m, b = side(c["method"]), side(c.get("baseline", "sgd"))
     if c["quantity"] == "speedup":
@@ -209,7 +208,7 @@ def test_every_row_of_the_spec_is_the_known_answer(tree, tmp_path):
                             "--out", str(tmp_path / "v")]) == 0
     with open(tmp_path / "v.csv") as f:
         rows = list(csv.DictReader(f))
-    first = [r["id"] for r in rows if r["condition"] in ("", "lr=0.05", "target=0.7")]
+    first = [r["id"] for r in rows if r["condition"] in ("", "lr=0.05", "target=0.8")]
     assert first == [c["id"] for c in SPEC["claims"]]
     seen = set()
     for r in rows:

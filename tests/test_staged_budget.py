@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 from omegaconf import OmegaConf
 
@@ -60,3 +61,16 @@ def test_a_stage_needs_an_evaluation_and_a_checkpoint_to_stop_at(tmp_path):
         code, err = cli_inproc(*ARGS, *bad, f"hydra.run.dir={tmp_path / 'r'}")
         assert code == 2 and "budget.stop_at" in err, (bad, err)
         assert not (tmp_path / "r").exists()
+
+
+def test_a_stage_already_reached_is_not_trained_again_even_without_its_checkpoint(tmp_path):
+    # As after a clone of committed records (checkpoints are never committed): the stage a command
+    # asks for is there, so there is nothing to resume and nothing is trained.
+    staged = tmp_path / "staged"
+    assert cli_inproc(*ARGS, "budget.stop_at=0.5", f"hydra.run.dir={staged}")[0] == 0
+    before = read_records(staged)
+    shutil.rmtree(staged / "checkpoint")
+    code, err = cli_inproc(*ARGS, "budget.stop_at=0.25", f"hydra.run.dir={staged}")
+    assert code == 0 and "nothing to do" in err, err
+    assert read_records(staged) == before and not (staged / "checkpoint").exists()
+    assert (summary(staged)["status"], summary(staged)["stopped_at_fraction"]) == ("stopped", 0.5)

@@ -8,6 +8,7 @@ import copy
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,25 @@ def test_a_bad_spec_is_one_paragraph_and_exit_2(runs_dir, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, (text, err)
     assert not (tmp_path / "v.md").exists()
+
+
+def test_a_claim_reads_a_list_of_directories_together(runs_dir, tmp_path):
+    # The method's runs in one sub-directory, the baseline's in another (as the augmentation figure's
+    # re-augmented echoing beside the schedules' runs): the same answer as C1 read from one directory.
+    split = tmp_path / "split"
+    for sub, keep in (("mine", "cosine"), ("theirs", "sgd")):
+        for d in (runs_dir / "methods").iterdir():
+            if d.name.startswith(keep + "-"):
+                shutil.copytree(d, split / sub / d.name)
+    spec = tmp_path / "claims.yaml"
+    c1 = SPEC.split("  - id: C2")[0]
+    spec.write_text(c1.replace("runs: methods", "runs: {dir: [mine, theirs]}")
+                    + "  - id: C6\n    claim: missing\n    figure: f.png\n    runs: {dir: [mine, nowhere]}\n"
+                      "    quantity: speedup\n    of: example_loads\n    method: cosine\n    holds_if: \"> 1\"\n")
+    assert report_cli.main(["verdict", str(spec), str(split), "--out", str(tmp_path / "v")]) == 0
+    with open(tmp_path / "v.csv") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert (rows["C1"]["method_lr"], rows["C1"]["baseline_lr"]) == ("0.1", "0.05")
+    assert [float(rows["C1"][k]) for k in ("value", "lo", "hi")] == pytest.approx(
+        log_ratio_interval(SGD_T, COSINE_T), rel=1e-9)
+    assert rows["C6"]["verdict"] == "no records"

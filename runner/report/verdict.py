@@ -39,7 +39,8 @@ The spec (YAML)::
         claim: Cosine echoing reaches the target in fewer example loads than SGD
         figure: results/figures/methods.png
         runs: methods                   # a sub-directory of each DIR, or a filter:
-                                        #   {dir: methods, where: {KEY: VALUE or [VALUES]}} (dir optional)
+                                        #   {dir: methods, where: {KEY: VALUE or [VALUES]}} (dir optional;
+                                        #   a list of sub-directories reads them together)
         quantity: speedup               # speedup | ratio | difference | slope | confirmed (below)
         of: example_loads               # the counter or metric the quantity is of
         method: cosine                  # a method label: summary.json's method, "cosine+on_load ×2" for a world size
@@ -189,10 +190,14 @@ def select(claim: dict, dirs, cache: dict) -> list:
                           f"not {claim['runs']!r}.")
     roots = [Path(d) for d in dirs]
     if spec.get("dir"):
-        sub = Path(spec["dir"])
-        roots = [sub] if sub.is_absolute() else [d / sub for d in roots if (d / sub).exists()]
-        if not roots or not roots[0].exists():
-            raise NoRecords(f"no directory {spec['dir']} below " + ", ".join(map(str, dirs)))
+        subs = [Path(x) for x in (spec["dir"] if isinstance(spec["dir"], list) else [spec["dir"]])]
+        found = []
+        for sub in subs:  # a list: the runs of several sub-directories together
+            at = [sub] if sub.is_absolute() else [d / sub for d in roots if (d / sub).exists()]
+            if not at or not at[0].exists():
+                raise NoRecords(f"no directory {sub} below " + ", ".join(map(str, dirs)))
+            found += at
+        roots = found
     runs = []
     for root in roots:
         key = str(root.resolve())
