@@ -103,3 +103,25 @@ def test_the_speedup_bars_are_the_verdicts_intervals_over_the_measuring_seeds(tm
     assert np.allclose(np.array(ends, float), np.array(want, float), rtol=1e-9)
     legend_text = " ".join(t.get_text() for leg in fig.legends for t in leg.get_texts())
     assert "for the speed-up: the verdict's, paired by seed" in legend_text and "measuring seeds 2, 3" in legend_text
+
+
+def test_a_lower_target_reads_the_same_runs_at_their_rates_and_says_so(tmp_path, script):
+    # As fig-speedup's second figure: runs that stop at 0.9, read at 0.5 (acc = 0.1 + 0.8 loads / T
+    # reaches 0.5 at T / 2, on the records' grid of 100 loads); the rate stays the one 0.9 chose.
+    T = {(r, s): 1200 - 200 * r + 50 * s for r in (1, 4) for s in range(3)}
+    for (r, s), t in T.items():
+        sched = {"schedule.name": "none"} if r == 1 else {"schedule.name": "constant", "schedule.p": 1 / r}
+        for lr, slow in ((0.05, 1), (0.1, 2)):
+            write_run(tmp_path / "sp" / f"r{r}-{lr}-{s}", "sgd", seed=s, lr=lr, T=slow * t, final=0.93, end=4000,
+                      **sched)
+    runs = find_runs([tmp_path / "sp"])
+    figs, _, df = script["speedup"](runs, "test_acc", tmp_path / "low", tuning=[0], measuring=[1, 2], target=0.5)
+    assert list(df.lr) == [0.05, 0.05]
+    half = {(r, s): -(-T[r, s] // 200) * 100 for (r, s) in T}  # the first record at or past T / 2
+    want = stats.paired_ratio({s: half[1, s] for s in (1, 2)}, {s: half[4, s] for s in (1, 2)})
+    assert df.set_index("reuse").loc[4.0, "speedup"] == pytest.approx(want.value, rel=1e-9)
+    (fig, _), = figs
+    assert "≥ 0.5" in fig.get_suptitle()
+    figs, _ = script["curves"](runs, ["example_loads"], "test_acc", tmp_path / "q", None, tuning=[0],
+                               measuring=[1, 2], question="Early training (0.2 epoch)")
+    assert figs[0][0].get_suptitle().startswith("Early training (0.2 epoch)")
