@@ -42,7 +42,7 @@ M = {  # (directory, label): its numbers; "p": the echo schedule's constant p (N
                                                    (-0.9, -0.8, -0.95, -0.85, -1.0)], p=p, spl=(1 / p if p else 1) / 64,
                                wall=(1 / p if p else 1) * 1e-3, sim=4e-3 * (1 + 0.1 * (1 / p if p else 1)))
        for lab, p in (("sgd", None), ("constant(p=0.5)", 0.5), ("constant(p=0.25)", 0.25),
-                      ("constant(p=0.125)", 0.125))},
+                      )},
     ("schedules", "sgd"): L(seeds(0.930, 0.002), [3000] * 5, aug=True),
     ("schedules", "cosine"): L(seeds(0.945, 0.001), [2000] * 5, sched="cosine", aug=True),
     ("schedules", "constant(p=0.5)"): L(seeds(0.951, 0.0), [2000] * 5, p=0.5, aug=True),
