@@ -85,14 +85,14 @@ OLD = {  # the SCALE=small grid before successive halving; speed-up runs stopped
 # The new design: the Makefile's figures section at SCALE=small. Each tuned method is successive
 # halving (scripts/halving.py): (1) seed 0 runs every rate of its grid to SH_STOP of the budget
 # (budget.stop_at; runs to a target run to it or to the cap instead); (2) the SH_KEEP best rates run
-# to the end on the TUNE_SEEDS tuning seeds, seed 0's runs continuing from where they stopped (one
+# to the end on the tuning seed (TUNE_SEEDS = 1), continuing from where they stopped (one
 # more launch each); (3) the better of those runs on the MEASURE_SEEDS measuring seeds.
-SH_STOP, SH_KEEP, TUNE_SEEDS, MEASURE_SEEDS = 0.25, 2, 2, 3
+SH_STOP, SH_KEEP, TUNE_SEEDS, MEASURE_SEEDS = 0.25, 2, 1, 3
 BATCH = 64  # loads per step of the SmallCNN figures (2 ranks of 32 in the data-parallel ones)
 NEW_SUBSET = 1_000  # eval.subset during training; the whole 10,000 at the end
-SPEEDUP_NEW = (1, 2, 4, 8)
-SGD_EPOCHS_TO_TARGET = 2.0  # the Makefile: SGD needs about two epochs to 0.87 (r^-0.16 with r reuses)
-SPEEDUP_CAP = (240_000, 9_000)  # budget.example_loads, budget.steps of a run to 0.87
+SPEEDUP_NEW = (1, 2, 4)
+SGD_EPOCHS_TO_TARGET = 2.0  # SGD to 0.87 under the cosine rate over the cap, about two epochs (r^-0.16 with r reuses)
+SPEEDUP_CAP = (180_000, None)  # budget.example_loads, budget.steps of a run to 0.87
 MOB_STEP_S, MOB_BATCH, MOB_FACTOR = 0.25, 32, 20  # MobileNetV3-Small: s per step of 32 on one core, ~20x the SmallCNN
 LM_BATCH = 16  # GPT-2 tiny: blocks per step, each costed as one SmallCNN image (an assumption, not measured)
 # A row: (kind, steps per fresh batch or schedule name, rates, budget loads (None: to the target),
@@ -104,7 +104,7 @@ _3EP, _EV = 3 * EPOCH, 11_250
 _SCHED = lambda s, rates=6: ("cnn", s, rates, _3EP, _EV, NEW_SUBSET, TEST, "staged")  # noqa: E731
 _DP = lambda r, rates=5, loads=_3EP: ("dp", r, rates, loads, _EV, NEW_SUBSET, TEST, "staged")  # noqa: E731
 NEW = {
-    "speedup": [("cnn", r, 5, None, 2_560, NEW_SUBSET, TEST, "target") for r in SPEEDUP_NEW],
+    "speedup": [("cnn", r, 6, None, 2_560, NEW_SUBSET, TEST, "target") for r in SPEEDUP_NEW],
     "schedules": [_SCHED(s) for s in ("none", "constant", "cosine", "linear", "step")],
     "augment": [_SCHED("constant")],  # constant(p=0.5)+reaug; SGD and constant p = 0.5 are the schedules'
     # sgd+allreduce, sgd+periodic, sgd+grad_accum; on_load, probabilistic, allreduce with p = 1/2
@@ -112,7 +112,7 @@ NEW = {
     "diloco_outer": [("dp", 1, 6, _3EP, _EV, NEW_SUBSET, TEST, "outer")],  # 3 outer rates x 2 momenta
     "diloco": [_DP(1)],
     "dp_equal_steps": [_DP(1, loads=703 * BATCH), _DP(1, loads=2_812 * BATCH)],  # allreduce; grad_accum k = 4
-    "modern_cnn": [("mobilenet", r, 5, 12_800, 3_200, 500, TEST, "staged") for r in (1, 2)],
+    "modern_cnn": [("mobilenet", r, 5, 9_600, 2_400, 500, TEST, "staged") for r in (1, 2)],
     "modern_lm": [("lm", r, 5, 3_200, 400, 256, 256, "staged") for r in (1, 2)],
 }
 
@@ -125,7 +125,7 @@ def plan(kind: str, rates: int) -> dict:
         return {"budgets": rates * SH_STOP + SH_KEEP * (1 - SH_STOP) + SH_KEEP * (TUNE_SEEDS - 1) + MEASURE_SEEDS,
                 "runs": rates + SH_KEEP * (TUNE_SEEDS - 1) + MEASURE_SEEDS,
                 "launches": rates + SH_KEEP * TUNE_SEEDS + MEASURE_SEEDS, "finals": SH_KEEP * TUNE_SEEDS + MEASURE_SEEDS}
-    if kind == "target":  # seed 0's runs end at the target (or the cap): stage 2 runs seed 1 only
+    if kind == "target":  # the tuning seed's runs end at the target (or the cap) in stage 1
         n = rates + SH_KEEP * (TUNE_SEEDS - 1) + MEASURE_SEEDS
         return {"budgets": None, "runs": n, "launches": n, "finals": n}
     if kind == "outer":
@@ -138,7 +138,7 @@ def target_loads(r: float, rates: int) -> float:
     """Loads run by one level of the speed-up figure over its plan: the kept rates' runs (seed 0,
     seed 1, the measuring seeds) at SGD's epochs to 0.87 times r^-0.16, the others to the cap (an
     upper bound: a rate too small or too large misses 0.87); every run within budget.steps."""
-    cap = min(SPEEDUP_CAP[0], SPEEDUP_CAP[1] * BATCH / r)
+    cap = SPEEDUP_CAP[0] if SPEEDUP_CAP[1] is None else min(SPEEDUP_CAP[0], SPEEDUP_CAP[1] * BATCH / r)
     hit = min(cap, SGD_EPOCHS_TO_TARGET * r ** -0.16 * EPOCH)
     return (SH_KEEP * TUNE_SEEDS + MEASURE_SEEDS) * hit + (rates - SH_KEEP) * cap
 
@@ -480,10 +480,10 @@ DESIGNS_DESCRIPTION = {
                    "training, images in the last, plan]",
             "grid": NEW,
             "successive_halving": f"seed 0 runs every rate to {SH_STOP} of the budget (runs to a target: to it or "
-                                  f"the cap {SPEEDUP_CAP} loads, steps); the {SH_KEEP} best run to the end on "
-                                  f"{TUNE_SEEDS} tuning seeds (seed 0's continue); the better on {MEASURE_SEEDS} "
-                                  "measuring seeds. DiLoCo's outer grid (plan outer): its settings on the tuning "
-                                  f"seeds to {SH_STOP} only",
+                                  f"the cap {SPEEDUP_CAP} loads, steps); the {SH_KEEP} best continue to the end on the "
+                                  f"{TUNE_SEEDS} tuning seed; the better on {MEASURE_SEEDS} measuring seeds. "
+                                  "DiLoCo's outer grid (plan outer): its settings on the tuning seed to "
+                                  f"{SH_STOP} only",
             "assumptions": f"SGD needs {SGD_EPOCHS_TO_TARGET} epochs to 0.87 (x r^-0.16 with r reuses), the rates "
                            "not kept run to the cap; 2-rank runs cost the measured on_load's per epoch, scaled "
                            f"along the single-process line by steps per fresh batch; MobileNetV3-Small {MOB_STEP_S} "

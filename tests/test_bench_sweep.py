@@ -33,25 +33,25 @@ def stages(rates: list, stop: float, keep: int, tune: list, measure: list) -> li
 
 @pytest.mark.parametrize("rates", [5, 6])
 def test_a_staged_method_runs_what_the_three_stages_run(bench, rates):
-    segs = stages(list(range(rates)), 0.25, 2, [0, 1], [2, 3, 4])
+    segs = stages(list(range(rates)), 0.25, 2, [0], [1, 2, 3])
     p = bench.plan("staged", rates)
     assert p["budgets"] == sum(b - a for *_, a, b in segs)
     assert p["launches"] == len(segs)
     assert p["runs"] == len({(s, r) for _, s, r, *_ in segs})  # a continued run is one directory
     assert p["finals"] == sum(b == 1.0 for *_, b in segs)  # the runs stopped at a quarter end on eval.subset
-    # to a target: seed 0's runs end in stage 1, so stage 2 runs seed 1 only, every run to its end
-    assert bench.plan("target", rates)["launches"] == bench.plan("target", rates)["runs"] == rates + 2 + 3
+    # to a target: the tuning seed's runs end in stage 1, so only the measuring seeds run after them
+    assert bench.plan("target", rates)["launches"] == bench.plan("target", rates)["runs"] == rates + 3
 
 
 def test_the_new_design_has_the_makefiles_runs(bench, monkeypatch):
-    """Runs per figure directory: each tuned method rates + 2 (seed 1) + 3 (measuring seeds) runs."""
+    """Runs per figure directory: each tuned method its rates on the tuning seed + 3 (measuring seeds)."""
     monkeypatch.setattr(bench, "steps_per_load", lambda *o: 1.0)
     m = {"eval_cpu_s_per_image": 0.001, "fixed": {"local": {"fixed_cpu_s": 5.0}, "torchrun x2": {"fixed_cpu_s": 9.0}}}
     e = bench.estimate(m, {"intercept": 4.0, "slope_per_reuse": 6.0, "dp": 30.0})["new"]
-    tuned = lambda rates: rates + 5  # noqa: E731
+    tuned = lambda rates: rates + 3  # noqa: E731
     assert e["runs_by_figure"] == {
-        "speedup": 4 * tuned(5), "schedules": 5 * tuned(6), "augment": tuned(6), "data_parallel": 6 * tuned(5),
-        "diloco_outer": 3 * 2 * 2, "diloco": tuned(5), "dp_equal_steps": 2 * tuned(5),
+        "speedup": 3 * tuned(6), "schedules": 5 * tuned(6), "augment": tuned(6), "data_parallel": 6 * tuned(5),
+        "diloco_outer": 3 * 2, "diloco": tuned(5), "dp_equal_steps": 2 * tuned(5),
         "modern_cnn": 2 * tuned(5), "modern_lm": 2 * tuned(5)}
 
 
@@ -62,13 +62,13 @@ def test_the_estimate_adds_up_one_staged_method(bench, monkeypatch):
     monkeypatch.setattr(bench, "steps_per_load", lambda *o: 1.0)
     m = {"eval_cpu_s_per_image": 0.001, "fixed": {"local": {"fixed_cpu_s": 5.0}, "torchrun x2": {"fixed_cpu_s": 9.0}}}
     model = {"intercept": 4.0, "slope_per_reuse": 6.0, "dp": 30.0}  # 10 CPU-s per epoch at 1 step per load
-    segs = stages([0, 1, 2, 3], 0.25, 2, [0, 1], [2, 3, 4])
-    budgets = sum(b - a for *_, a, b in segs)  # 4 x 1/4 + 2 x 3/4 + 2 + 3 = 7.5 epochs
-    finals = sum(b == 1.0 for *_, b in segs)  # 7
+    segs = stages([0, 1, 2, 3], 0.25, 2, [0], [1, 2, 3])
+    budgets = sum(b - a for *_, a, b in segs)  # 4 x 1/4 + 2 x 3/4 + 3 = 5.5 epochs
+    finals = sum(b == 1.0 for *_, b in segs)  # 5
     cpu = budgets * 10.0 + budgets * 4 * 1_000 * 0.001 + finals * 10_000 * 0.001 + len(segs) * 5.0
     e = bench.estimate(m, model)["new"]
-    assert e["runs_by_figure"] == {"f": 4 + 2 + 3}
-    assert e["cpu_min"] == round(cpu / 60, 1) == 3.8
+    assert e["runs_by_figure"] == {"f": 4 + 3}
+    assert e["cpu_min"] == round(cpu / 60, 1) == 2.9
 
 
 def measured_block() -> dict:
