@@ -364,7 +364,7 @@ bench-pipeline: | $(VENV_STAMP)  ## echo-run's input pipeline vs a plain DataLoa
 bench-wallclock: | $(VENV_STAMP)  ## wall-clock time to target, best echoing vs best SGD, real pipeline at R=4 (+ clock check): results/bench/wallclock.json
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_wallclock.py --rates-csv $(FIG_OUT)/speedup.csv --R 4 $(BENCH_WALL_ARGS) -- $(FIG_DATA) $(FIG_SPEEDUP_SET)
 
-bench-sweep: | $(VENV_STAMP)  ## CPU-seconds per method-seed-epoch of the figures' sweeps, old vs new evaluation, and the whole set's estimated cost: results/bench/sweep.json
+bench-sweep: | $(VENV_STAMP)  ## CPU-seconds per method-seed-epoch of the figures' sweeps; the old and new designs' estimated cost beside the records' (BENCH_SWEEP_ARGS=--measured: no training): results/bench/sweep.json
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_sweep.py $(BENCH_SWEEP_ARGS)
 
 gpu-smoke: | $(VENV_STAMP)  ## on one GPU, under 8 minutes: ResNet-18 bf16 step time, image-folder pipeline, idle of SGD vs adaptive, NCCL torchrun: results/bench/gpu.json
