@@ -36,6 +36,7 @@ def test_a_run_stopped_at_a_quarter_and_a_half_ends_as_an_unbroken_run(tmp_path)
     assert not (staged / "final_examples.npz").exists()
     run = find_runs([staged])[0]
     assert run.status == "stopped" and math.isnan(run.final("test_acc"))  # never a finished run
+    assert run.budget == find_runs([whole])[0].budget  # a stage of the same budget: compared with it
 
     assert cli_inproc(*ARGS, "budget.stop_at=0.25", f"hydra.run.dir={staged}")[0] == 0  # already there
     assert len(read_records(staged)) == 2

@@ -93,8 +93,9 @@ class Run:
 
     @property
     def budget(self) -> str:
+        """The budget the run was given; budget.stop_at, where a stage of it paused, is not part of it."""
         b = self.config.get("budget", {})
-        return ", ".join(f"{k}={v}" for k, v in b.items() if v is not None)
+        return ", ".join(f"{k}={v}" for k, v in b.items() if v is not None and k != "stop_at")
 
     @property
     def hardware(self) -> str:
